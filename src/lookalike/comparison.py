@@ -1,0 +1,156 @@
+"""Two images -> one ``Comparison``: the library function behind the API, CLI and Python use.
+
+Decoding and embedding are timed separately so every caller can show where the time went.
+An ``EmbeddingCache`` keyed by content hash makes a repeated upload cost only its hash.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import OrderedDict
+from dataclasses import dataclass, field
+
+import numpy as np
+from PIL import Image
+
+from .config import Settings, get_settings
+from .embed import EmbedderPool, ModelEmbedder
+from .imaging import ImageSource, content_hash, decode, load_image, pixel_digest, read_source_bytes
+from .similarity import Thresholds, Tier, cosine, normalized_score, thresholds_for
+
+
+@dataclass(frozen=True)
+class Comparison:
+    model: str
+    input_size: int
+    cosine: float
+    score: float
+    thresholds: Thresholds
+    tier: Tier
+    timing_ms: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def is_match(self) -> bool:
+        return self.tier is Tier.EXACT or self.score >= self.thresholds.match
+
+
+class EmbeddingCache:
+    """LRU of embeddings keyed by (model, input size, content hash); thread-safe."""
+
+    def __init__(self, capacity: int = 2048) -> None:
+        self.capacity = capacity
+        self._items: OrderedDict[tuple, np.ndarray] = OrderedDict()
+        self._lock = threading.Lock()
+        self.hits = 0
+        self.misses = 0
+
+    def get(self, key: tuple) -> np.ndarray | None:
+        if self.capacity == 0:
+            return None
+        with self._lock:
+            value = self._items.get(key)
+            if value is None:
+                self.misses += 1
+                return None
+            self._items.move_to_end(key)
+            self.hits += 1
+            return value
+
+    def put(self, key: tuple, value: np.ndarray) -> None:
+        if self.capacity == 0:
+            return
+        with self._lock:
+            self._items[key] = value
+            self._items.move_to_end(key)
+            while len(self._items) > self.capacity:
+                self._items.popitem(last=False)
+
+
+@dataclass
+class _Prepared:
+    digest: str | None  # content hash of the bytes, when the source had bytes
+    image: Image.Image | None  # decoded image, unless the embedding was cached
+    vector: np.ndarray | None
+
+
+def _prepare(embedder: ModelEmbedder, source: ImageSource, cache: EmbeddingCache | None) -> _Prepared:
+    data = read_source_bytes(source, embedder.limits)
+    if data is None:
+        return _Prepared(None, load_image(source, embedder.limits), None)
+    digest = content_hash(data)
+    if cache is not None:
+        vector = cache.get((embedder.model_name, embedder.input_size, embedder.preprocessing.mode, digest))
+        if vector is not None:
+            return _Prepared(digest, None, vector)
+    return _Prepared(digest, decode(data, embedder.limits, draft_side=embedder.preprocessing.decode_side), None)
+
+
+def compare_with(
+    embedder: ModelEmbedder,
+    a: ImageSource,
+    b: ImageSource,
+    thresholds: Thresholds,
+    cache: EmbeddingCache | None = None,
+) -> Comparison:
+    """Compare two images with an already-loaded embedder."""
+    t0 = time.perf_counter()
+    first, second = _prepare(embedder, a, cache), _prepare(embedder, b, cache)
+    t1 = time.perf_counter()
+    todo = [p for p in (first, second) if p.vector is None]
+    if todo:
+        vectors = embedder.encode_decoded([p.image for p in todo])  # type: ignore[misc]
+        for prepared, vector in zip(todo, vectors):
+            prepared.vector = vector
+            if cache is not None and prepared.digest is not None:
+                cache.put((embedder.model_name, embedder.input_size, embedder.preprocessing.mode, prepared.digest), vector)
+    t2 = time.perf_counter()
+    cos = cosine(first.vector, second.vector)  # type: ignore[arg-type]
+    score = float(normalized_score(cos))
+    exact = first.digest is not None and first.digest == second.digest
+    if not exact and first.image is not None and second.image is not None and first.image.size == second.image.size:
+        exact = pixel_digest(first.image) == pixel_digest(second.image)
+    t3 = time.perf_counter()
+    return Comparison(
+        model=embedder.model_name,
+        input_size=embedder.input_size,
+        cosine=cos,
+        score=score,
+        thresholds=thresholds,
+        tier=thresholds.tier(score, exact=exact),
+        timing_ms={
+            "decode": (t1 - t0) * 1000.0,
+            "embed": (t2 - t1) * 1000.0,
+            "total": (t3 - t0) * 1000.0,
+        },
+    )
+
+
+_DEFAULT_POOL: EmbedderPool | None = None
+_POOL_LOCK = threading.Lock()
+
+
+def _default_pool(settings: Settings) -> EmbedderPool:
+    global _DEFAULT_POOL
+    with _POOL_LOCK:
+        if _DEFAULT_POOL is None or _DEFAULT_POOL.settings is not settings:
+            _DEFAULT_POOL = EmbedderPool(settings)
+        return _DEFAULT_POOL
+
+
+def compare(
+    a: ImageSource,
+    b: ImageSource,
+    *,
+    model: str | None = None,
+    input_size: int | None = None,
+    settings: Settings | None = None,
+) -> Comparison:
+    """Are these two images the same thing? Paths, bytes, PIL images or arrays.
+
+    >>> result = compare("photo.jpg", "photo_edited.jpg")  # doctest: +SKIP
+    >>> result.score, result.tier
+    """
+    settings = settings or get_settings()
+    embedder = _default_pool(settings).get(model, input_size)
+    return compare_with(embedder, a, b, thresholds_for(embedder.model_name, embedder.input_size, settings))

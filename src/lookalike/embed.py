@@ -1,0 +1,219 @@
+"""Images -> L2-normalized float32 embeddings, through one explicit interface.
+
+``Embedder`` is the contract every backend meets (ONNX Runtime for serving, OpenVINO when
+installed, torch eager as the fallback); ``create_embedder`` is the only constructor and
+``EmbedderPool`` keeps a bounded LRU of loaded models so nothing is built per request.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Callable, Protocol, Sequence, runtime_checkable
+
+import numpy as np
+from PIL import Image
+
+from .config import Backend, Settings, get_settings
+from .errors import LookalikeError
+from .imaging import ImageLimits, ImageSource, Preprocessing, load_image
+from .models.registry import ModelSpec, check_input_size, resolve_model
+
+Forward = Callable[[np.ndarray], np.ndarray]
+
+
+@runtime_checkable
+class Embedder(Protocol):
+    """Anything that turns images into comparable vectors."""
+
+    model_name: str
+    input_size: int
+    dim: int
+
+    def encode(self, images: Sequence[ImageSource]) -> np.ndarray:
+        """(n, dim) float32, each row L2-normalized, so a dot product is the cosine."""
+        ...
+
+
+def l2_normalize(vectors: np.ndarray) -> np.ndarray:
+    vectors = np.asarray(vectors, dtype=np.float32)
+    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+    return vectors / np.maximum(norms, 1e-12)
+
+
+@dataclass
+class ModelEmbedder:
+    """A model spec's preprocessing + one inference backend."""
+
+    model_name: str
+    input_size: int
+    dim: int
+    preprocessing: Preprocessing
+    forward: Forward
+    backend: str
+    limits: ImageLimits = ImageLimits()
+    batch_size: int = 16
+
+    def load(self, source: ImageSource) -> Image.Image:
+        """Decode at reduced size when the format allows it (JPEG DCT scaling)."""
+        return load_image(source, self.limits, draft_side=self.preprocessing.decode_side)
+
+    def encode(self, images: Sequence[ImageSource]) -> np.ndarray:
+        decoded = [img if isinstance(img, Image.Image) else self.load(img) for img in images]
+        return self.encode_decoded(decoded)
+
+    def encode_decoded(self, images: Sequence[Image.Image]) -> np.ndarray:
+        if not images:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        return self.encode_arrays(self.preprocessing.to_array(images))
+
+    def encode_arrays(self, batch: np.ndarray) -> np.ndarray:
+        """Preprocessed NCHW float32 -> normalized embeddings, in chunks of ``batch_size``."""
+        out = [self.forward(batch[i : i + self.batch_size]) for i in range(0, len(batch), self.batch_size)]
+        return l2_normalize(np.concatenate(out, axis=0))
+
+    def encode_one(self, image: ImageSource) -> np.ndarray:
+        return self.encode([image])[0]
+
+
+def _threads(settings: Settings) -> int:
+    return settings.threads or os.cpu_count() or 1
+
+
+def onnxruntime_forward(onnx_path: str, threads: int) -> Forward:
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    session = ort.InferenceSession(onnx_path, options, providers=["CPUExecutionProvider"])
+    input_name = session.get_inputs()[0].name
+
+    def forward(batch: np.ndarray) -> np.ndarray:
+        return session.run(None, {input_name: batch})[0]
+
+    return forward
+
+
+def openvino_forward(onnx_path: str, threads: int, precision: str | None = None) -> Forward:
+    """OpenVINO on CPU; ``precision=None`` keeps its default (bf16/fp16 where the CPU has it)."""
+    try:
+        import openvino as ov
+    except ImportError as exc:
+        raise LookalikeError("backend 'openvino' needs `pip install lookalike[openvino]`", status=503,
+                             code="backend_unavailable") from exc
+    core = ov.Core()
+    config: dict[str, object] = {"INFERENCE_NUM_THREADS": threads, "PERFORMANCE_HINT": "LATENCY"}
+    if precision:
+        config["INFERENCE_PRECISION_HINT"] = precision
+    compiled = core.compile_model(core.read_model(onnx_path), "CPU", config)
+    local = threading.local()
+
+    def forward(batch: np.ndarray) -> np.ndarray:
+        request = getattr(local, "request", None)
+        if request is None:
+            request = local.request = compiled.create_infer_request()
+        result = request.infer({0: batch})
+        return np.array(next(iter(result.values())), copy=True)
+
+    return forward
+
+
+def torch_forward(model) -> Forward:  # noqa: ANN001 - torch is imported lazily
+    import torch
+
+    def forward(batch: np.ndarray) -> np.ndarray:
+        with torch.inference_mode():
+            return model(torch.from_numpy(np.ascontiguousarray(batch))).numpy()
+
+    return forward
+
+
+def create_embedder(
+    model_name: str | None = None,
+    *,
+    input_size: int | None = None,
+    backend: Backend | None = None,
+    pooling: str = "avg",
+    preprocess: str | None = None,
+    settings: Settings | None = None,
+) -> ModelEmbedder:
+    """The only constructor: a model name (or alias) resolves weights, preprocessing and backend."""
+    settings = settings or get_settings()
+    spec: ModelSpec = resolve_model(model_name or settings.default_model)
+    if settings.enabled_models is not None and spec.name not in {resolve_model(m).name for m in settings.enabled_models}:
+        from .errors import ModelDisabledError
+
+        raise ModelDisabledError(f"model {spec.name} is not enabled on this server")
+    size = check_input_size(input_size or settings.input_size or spec.default_size, settings.allowed_input_sizes, spec)
+    preprocessing = spec.preprocessing.with_size(size)
+    mode = preprocess or settings.preprocess
+    if mode:
+        preprocessing = preprocessing.with_mode(mode)  # type: ignore[arg-type]
+    backend = backend or settings.backend
+    threads = _threads(settings)
+    limits = ImageLimits.from_settings(settings)
+    if backend == "torch":
+        from .models.export import build_torch_model
+        from .models.weights import require_weights
+
+        import torch
+
+        torch.set_num_threads(threads)
+        model = build_torch_model(spec, require_weights(spec, settings), pooling=pooling)  # type: ignore[arg-type]
+        forward = torch_forward(model)
+        dim = int(forward(np.zeros((1, 3, size, size), dtype=np.float32)).shape[1])
+    else:
+        from .models.export import ensure_onnx
+
+        exported = ensure_onnx(spec, size, settings, pooling=pooling)  # type: ignore[arg-type]
+        dim = exported.dim
+        if backend == "openvino":
+            forward = openvino_forward(str(exported.onnx_path), threads)
+        else:
+            forward = onnxruntime_forward(str(exported.onnx_path), threads)
+    return ModelEmbedder(spec.name, size, dim, preprocessing, forward, backend, limits)
+
+
+class EmbedderPool:
+    """Loaded embedders kept in a bounded LRU; creation of one key happens once, under a lock."""
+
+    def __init__(self, settings: Settings, capacity: int | None = None) -> None:
+        self.settings = settings
+        self.capacity = capacity or settings.model_cache_size
+        self._items: OrderedDict[tuple, ModelEmbedder] = OrderedDict()
+        self._lock = threading.Lock()
+        self._key_locks: dict[tuple, threading.Lock] = {}
+
+    def key(self, model_name: str | None, input_size: int | None) -> tuple:
+        spec = resolve_model(model_name or self.settings.default_model)
+        size = check_input_size(
+            input_size or self.settings.input_size or spec.default_size, self.settings.allowed_input_sizes, spec
+        )
+        return (spec.name, size)
+
+    def get(self, model_name: str | None = None, input_size: int | None = None) -> ModelEmbedder:
+        key = self.key(model_name, input_size)
+        with self._lock:
+            if key in self._items:
+                self._items.move_to_end(key)
+                return self._items[key]
+            key_lock = self._key_locks.setdefault(key, threading.Lock())
+        with key_lock:
+            with self._lock:
+                if key in self._items:
+                    return self._items[key]
+            embedder = create_embedder(key[0], input_size=key[1], settings=self.settings)
+            with self._lock:
+                self._items[key] = embedder
+                while len(self._items) > self.capacity:
+                    self._items.popitem(last=False)
+            return embedder
+
+    def loaded(self) -> list[tuple]:
+        with self._lock:
+            return list(self._items)
+

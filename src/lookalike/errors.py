@@ -1,0 +1,75 @@
+"""One exception family for everything a caller can get wrong.
+
+Each error carries the HTTP status it maps to, so the API turns it into a 4xx/503 JSON answer in
+one place (``api/app.py``) and the CLI prints its message; nothing downstream invents its own codes.
+"""
+
+from __future__ import annotations
+
+
+class LookalikeError(Exception):
+    """Base class: ``status`` is the HTTP status, ``code`` a stable machine-readable name."""
+
+    status: int = 400
+    code: str = "bad_request"
+
+    def __init__(self, message: str, *, status: int | None = None, code: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        if status is not None:
+            self.status = status
+        if code is not None:
+            self.code = code
+
+
+class BadImageError(LookalikeError):
+    """The bytes are not an image we can decode (empty, not an image, truncated, corrupt)."""
+
+    status = 422
+    code = "bad_image"
+
+
+class ImageTooLargeError(LookalikeError):
+    """Too many bytes, pixels or frames: refused before full decoding."""
+
+    status = 413
+    code = "image_too_large"
+
+
+class UnknownModelError(LookalikeError):
+    status = 404
+    code = "unknown_model"
+
+
+class BadInputSizeError(LookalikeError):
+    status = 422
+    code = "bad_input_size"
+
+
+class WeightsUnavailableError(LookalikeError):
+    """The model exists but no pretrained weights could be found: we never serve random weights."""
+
+    status = 503
+    code = "weights_unavailable"
+
+
+class ModelDisabledError(LookalikeError):
+    status = 403
+    code = "model_disabled"
+
+
+class BusyError(LookalikeError):
+    """The inference queue is full: the client should retry after a moment."""
+
+    status = 503
+    code = "busy"
+
+
+class NotFoundError(LookalikeError):
+    status = 404
+    code = "not_found"
+
+
+class ConflictError(LookalikeError):
+    status = 409
+    code = "conflict"

@@ -1,0 +1,109 @@
+"""Embeddings -> a score and a verdict that mean something.
+
+Score is the seed's (cos + 1) / 2 in [0, 1]. Verdicts are tiered: ``exact`` (same bytes or same
+pixels), ``near_duplicate`` (an edited copy), ``similar`` (same thing, another shot),
+``different``. Thresholds come from, in order: the per-model config override, the calibration
+file (per model and input size, made by ``lookalike calibrate`` from labelled pairs), the shipped
+calibrated defaults, then the global config threshold (the seed's 0.80). Every answer says which.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from enum import Enum
+from functools import lru_cache
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+
+from .config import Settings
+
+
+class Tier(str, Enum):
+    EXACT = "exact"
+    NEAR_DUPLICATE = "near_duplicate"
+    SIMILAR = "similar"
+    DIFFERENT = "different"
+
+
+def cosine(a: np.ndarray, b: np.ndarray) -> float:
+    """Cosine of two vectors (normalized or not); float64 accumulation for a stable last digit."""
+    a = np.asarray(a, dtype=np.float64)
+    b = np.asarray(b, dtype=np.float64)
+    denom = float(np.linalg.norm(a) * np.linalg.norm(b))
+    return float(np.dot(a, b) / denom) if denom > 0 else 0.0
+
+
+def normalized_score(cos: float | np.ndarray) -> float | np.ndarray:
+    """The seed's mapping of cosine [-1, 1] onto [0, 1]."""
+    return np.clip((np.asarray(cos) + 1.0) / 2.0, 0.0, 1.0) if isinstance(cos, np.ndarray) else min(1.0, max(0.0, (cos + 1.0) / 2.0))
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    """Score thresholds ((cos+1)/2 scale) for one model and input size."""
+
+    match: float  # the yes/no line: score >= match means "the same thing"
+    near_duplicate: float
+    similar: float
+    source: str  # where these numbers came from
+
+    def tier(self, score: float, *, exact: bool = False) -> Tier:
+        if exact:
+            return Tier.EXACT
+        if score >= self.near_duplicate:
+            return Tier.NEAR_DUPLICATE
+        if score >= self.similar:
+            return Tier.SIMILAR
+        return Tier.DIFFERENT
+
+
+SHIPPED_CALIBRATION = "calibration_defaults.json"
+
+
+def calibration_key(model: str, input_size: int) -> str:
+    return f"{model}@{input_size}"
+
+
+@lru_cache(maxsize=8)
+def _load_calibration(path: str, mtime_ns: int) -> dict:
+    return json.loads(Path(path).read_text())
+
+
+def load_calibration(settings: Settings) -> tuple[dict, str]:
+    """The calibration table in force and a label saying where it came from."""
+    if settings.calibration_file is not None:
+        path = Path(settings.calibration_file).expanduser()
+        if path.is_file():
+            return _load_calibration(str(path), path.stat().st_mtime_ns), f"calibration file {path}"
+    shipped = resources.files("lookalike").joinpath(SHIPPED_CALIBRATION)
+    if shipped.is_file():
+        return json.loads(shipped.read_text()), "shipped calibration (dev set)"
+    return {}, ""
+
+
+def thresholds_for(model: str, input_size: int, settings: Settings) -> Thresholds:
+    table, label = load_calibration(settings)
+    entry = table.get("models", {}).get(calibration_key(model, input_size))
+    if model in settings.model_thresholds:
+        match = settings.model_thresholds[model]
+        source = f"config model_thresholds.{model}"
+    elif entry is not None:
+        match = float(entry["match"])
+        source = f"{label} [{calibration_key(model, input_size)}]"
+    else:
+        match = settings.threshold
+        source = "config threshold" if "threshold" in settings.model_fields_set else "default threshold (seed's 0.80)"
+    if entry is not None:
+        near = float(entry.get("near_duplicate", match))
+        similar = float(entry.get("similar", min(match, near)))
+    else:
+        near, similar = match, min(match, 0.75)
+    return Thresholds(match=match, near_duplicate=near, similar=similar, source=source)
+
+
+def seed_threshold(model: str, settings: Settings) -> float:
+    """The seed endpoint's yes/no line: the configured threshold, 0.80 unless overridden."""
+    return settings.threshold_for(model)
