@@ -10,12 +10,13 @@ from __future__ import annotations
 import os
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import platformdirs
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import (
     BaseSettings,
+    NoDecode,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
     TomlConfigSettingsSource,
@@ -61,9 +62,9 @@ class Settings(BaseSettings):
 
     # --- weights ------------------------------------------------------------------------------
     weights_files: dict[str, Path] = Field({}, description="explicit weights file per model name")
-    weights_dirs: list[Path] = Field(
+    weights_dirs: Annotated[list[Path], NoDecode] = Field(
         default_factory=lambda: [Path(platformdirs.user_cache_dir(APP_NAME)) / "weights"],
-        description="folders searched for weights files named in the model table",
+        description="folders searched for weights files named in the model table (env: os.pathsep-separated)",
     )
     allow_hub_download: bool = Field(True, description="let timm fetch weights from the hub when online")
     cache_dir: Path = Field(
@@ -80,6 +81,14 @@ class Settings(BaseSettings):
     data_dir: Path = Field(
         default_factory=lambda: Path(platformdirs.user_data_dir(APP_NAME)), description="catalogs live here"
     )
+
+    # --- vector store (scale-out) ---------------------------------------------------------------
+    store: Literal["faiss", "qdrant", "milvus"] = Field(
+        "faiss", description="vector store: embedded FAISS, or a Qdrant/Milvus server (the [scale] extra)"
+    )
+    store_url: str | None = Field(None, description="server URL of the qdrant/milvus store; None = local mode")
+    store_path: Path | None = Field(None, description="local-mode folder of the store; None = inside each catalog")
+    store_api_key: SecretStr | None = Field(None, description="API key/token of the store server")
 
     # --- input limits (checked from the header before full decoding) ---------------------------
     max_upload_bytes: int = Field(25 * 1024 * 1024, ge=1, description="largest upload accepted")

@@ -1,0 +1,119 @@
+"""The FastAPI application: thin routers over the library, state loaded once in ``lifespan``.
+
+``create_app(settings)`` is the only constructor (tests pass their own settings); ``lookalike
+serve`` runs it under uvicorn. Swagger UI is served from the installed ``swagger-ui-bundle``
+package, so ``/docs`` renders with no network.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.responses import HTMLResponse, JSONResponse
+from fastapi.staticfiles import StaticFiles
+
+from .. import __version__
+from ..comparison import EmbeddingCache
+from ..config import Settings, get_settings
+from ..embed import EmbedderPool
+from ..errors import BusyError, LookalikeError
+from .deps import AppState
+from .inference import InferenceGate
+
+log = logging.getLogger("lookalike.api")
+
+# One router module per area; each exposes ``router``. Order = order in the OpenAPI docs.
+ROUTERS: list[str] = [
+    "lookalike.api.routes.legacy",
+    "lookalike.api.routes.compare",
+    "lookalike.api.routes.models",
+]
+
+
+def _error_response(status: int, detail: str, code: str, headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse(status_code=status, content={"detail": detail, "code": code}, headers=headers)
+
+
+def _install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(LookalikeError)
+    async def _lookalike_error(_: Request, exc: LookalikeError) -> JSONResponse:
+        headers = {"Retry-After": "1"} if isinstance(exc, BusyError) else None
+        return _error_response(exc.status, exc.message, exc.code, headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
+        problems = []
+        for err in exc.errors():
+            where = ".".join(str(p) for p in err.get("loc", ()) if p not in ("body",))
+            problems.append(f"{where}: {err.get('msg')}" if where else str(err.get("msg")))
+        return _error_response(422, "; ".join(problems) or "invalid request", "invalid_request")
+
+    @app.exception_handler(Exception)
+    async def _unexpected(_: Request, exc: Exception) -> JSONResponse:  # pragma: no cover - last resort
+        log.exception("unexpected error")
+        return _error_response(500, f"internal error ({type(exc).__name__}); see the server log", "internal")
+
+
+def _install_offline_docs(app: FastAPI) -> None:
+    import swagger_ui_bundle
+
+    app.mount("/docs-assets", StaticFiles(directory=Path(swagger_ui_bundle.swagger_ui_path)), name="docs-assets")
+
+    @app.get("/docs", include_in_schema=False)
+    def swagger_ui() -> HTMLResponse:
+        return get_swagger_ui_html(
+            openapi_url=app.openapi_url or "/openapi.json",
+            title="lookalike API",
+            swagger_js_url="/docs-assets/swagger-ui-bundle.js",
+            swagger_css_url="/docs-assets/swagger-ui.css",
+            swagger_favicon_url="/docs-assets/favicon-32x32.png",
+        )
+
+
+def create_app(settings: Settings | None = None, *, preload: bool = False) -> FastAPI:
+    settings = settings or get_settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        state = AppState(
+            settings=settings,
+            pool=EmbedderPool(settings),
+            cache=EmbeddingCache(settings.embedding_cache_size),
+            gate=InferenceGate(settings.max_queue),
+        )
+        app.state.lookalike = state
+        if preload:
+            state.pool.get(settings.default_model)
+        try:
+            yield
+        finally:
+            state.gate.shutdown()
+            for closer in state.extras.values():
+                close = getattr(closer, "close", None)
+                if callable(close):
+                    close()
+
+    app = FastAPI(
+        title="lookalike",
+        version=__version__,
+        description="Are these two images the same thing? Which images in my catalog look like this one?",
+        lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
+    )
+    _install_error_handlers(app)
+    _install_offline_docs(app)
+    if settings.cors_origins:
+        from fastapi.middleware.cors import CORSMiddleware
+
+        app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["*"],
+                           allow_headers=["*"])
+    for module_name in ROUTERS:
+        app.include_router(importlib.import_module(module_name).router)
+    return app

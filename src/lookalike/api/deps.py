@@ -1,0 +1,95 @@
+"""Shared state for routes, as typed dependencies: a route's signature reads like its spec."""
+
+from __future__ import annotations
+
+import hmac
+from dataclasses import dataclass, field
+from typing import Annotated
+
+from fastapi import Depends, Request, UploadFile
+from fastapi.security import APIKeyHeader
+
+from ..comparison import EmbeddingCache
+from ..config import Settings
+from ..embed import EmbedderPool
+from ..errors import ImageTooLargeError, LookalikeError
+from .inference import InferenceGate
+
+
+@dataclass
+class AppState:
+    """Everything loaded once at start-up (lifespan) and shared by all requests."""
+
+    settings: Settings
+    pool: EmbedderPool
+    cache: EmbeddingCache
+    gate: InferenceGate
+    extras: dict = field(default_factory=dict)  # per-area state (catalog handles, feedback store, ...)
+
+
+def get_state(request: Request) -> AppState:
+    return request.app.state.lookalike
+
+
+def get_settings_dep(state: Annotated[AppState, Depends(get_state)]) -> Settings:
+    return state.settings
+
+
+StateDep = Annotated[AppState, Depends(get_state)]
+SettingsDep = Annotated[Settings, Depends(get_settings_dep)]
+
+
+def get_pool(state: StateDep) -> EmbedderPool:
+    return state.pool
+
+
+def get_cache(state: StateDep) -> EmbeddingCache:
+    return state.cache
+
+
+def get_gate(state: StateDep) -> InferenceGate:
+    return state.gate
+
+
+PoolDep = Annotated[EmbedderPool, Depends(get_pool)]
+CacheDep = Annotated[EmbeddingCache, Depends(get_cache)]
+GateDep = Annotated[InferenceGate, Depends(get_gate)]
+
+_api_key_header = APIKeyHeader(name="X-API-Key", auto_error=False, description="required when the server sets api_key")
+
+
+def _check_key(settings: Settings, supplied: str | None) -> None:
+    if settings.api_key is None:
+        return
+    expected = settings.api_key.get_secret_value().encode()
+    if supplied is None or not hmac.compare_digest(supplied.encode(), expected):
+        raise LookalikeError("missing or wrong API key (send it in the X-API-Key header)", status=401,
+                             code="unauthorized")
+
+
+def require_api_key(settings: SettingsDep, key: Annotated[str | None, Depends(_api_key_header)]) -> None:
+    """Write endpoints: the API key when one is configured (constant-time compare)."""
+    _check_key(settings, key)
+
+
+def require_read_access(settings: SettingsDep, key: Annotated[str | None, Depends(_api_key_header)]) -> None:
+    """Read endpoints: the API key only when ``protect_reads`` is on."""
+    if settings.protect_reads:
+        _check_key(settings, key)
+
+
+WriteAccess = Depends(require_api_key)
+ReadAccess = Depends(require_read_access)
+
+
+async def read_upload(upload: UploadFile, settings: Settings, field_name: str) -> bytes:
+    """An upload's bytes, refused as soon as it passes the size limit."""
+    limit = settings.max_upload_bytes
+    chunks: list[bytes] = []
+    total = 0
+    while chunk := await upload.read(1 << 20):
+        total += len(chunk)
+        if total > limit:
+            raise ImageTooLargeError(f"{field_name} is larger than the upload limit of {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)

@@ -1,0 +1,44 @@
+"""One inference lane for the whole server, with a bounded queue.
+
+ONNX Runtime already spreads one forward pass over every core, so running several passes at
+once only oversubscribes the CPU. Requests therefore queue for a single worker; when the queue
+is full the caller gets 503 + Retry-After instead of an ever-growing latency.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Callable, TypeVar
+
+from ..errors import BusyError
+
+T = TypeVar("T")
+
+
+class InferenceGate:
+    def __init__(self, max_queue: int, workers: int = 1) -> None:
+        self.max_queue = max_queue
+        self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="inference")
+        self._pending = 0
+        self._lock = threading.Lock()
+
+    @property
+    def pending(self) -> int:
+        return self._pending
+
+    async def run(self, fn: Callable[..., T], *args: Any) -> T:
+        with self._lock:
+            if self._pending >= self.max_queue:
+                raise BusyError(f"server busy: {self._pending} requests waiting for inference; retry shortly")
+            self._pending += 1
+        try:
+            loop = asyncio.get_running_loop()
+            return await loop.run_in_executor(self._executor, lambda: fn(*args))
+        finally:
+            with self._lock:
+                self._pending -= 1
+
+    def shutdown(self) -> None:
+        self._executor.shutdown(wait=False, cancel_futures=True)

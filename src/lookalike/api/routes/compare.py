@@ -1,0 +1,48 @@
+"""``POST /v1/compare``: the versioned comparison with tiers, thresholds and a timing breakdown."""
+
+from __future__ import annotations
+
+import time
+from typing import Annotated
+
+from fastapi import APIRouter, Query, UploadFile
+
+from ...comparison import compare_with
+from ...similarity import thresholds_for
+from ..deps import CacheDep, GateDep, PoolDep, SettingsDep, read_upload
+from ..schemas import CompareResult, ThresholdSet, Timing
+
+router = APIRouter(prefix="/v1", tags=["compare"])
+
+
+@router.post("/compare", response_model=CompareResult)
+async def compare_images(
+    image_1: UploadFile,
+    image_2: UploadFile,
+    settings: SettingsDep,
+    pool: PoolDep,
+    gate: GateDep,
+    cache: CacheDep,
+    model: Annotated[str | None, Query(description="model name or alias; default: the configured model")] = None,
+    input_size: Annotated[int | None, Query(description="input side in pixels; default: the model's own")] = None,
+) -> CompareResult:
+    started = time.perf_counter()
+    data_1 = await read_upload(image_1, settings, "image_1")
+    data_2 = await read_upload(image_2, settings, "image_2")
+    embedder = await gate.run(pool.get, model, input_size)
+    thresholds = thresholds_for(embedder.model_name, embedder.input_size, settings)
+    result = await gate.run(compare_with, embedder, data_1, data_2, thresholds, cache)
+    timing = dict(result.timing_ms, total=(time.perf_counter() - started) * 1000.0)
+    return CompareResult(
+        model=result.model,
+        input_size=result.input_size,
+        cosine=result.cosine,
+        score=result.score,
+        threshold=thresholds.match,
+        threshold_source=thresholds.source,
+        thresholds=ThresholdSet(match=thresholds.match, near_duplicate=thresholds.near_duplicate,
+                                similar=thresholds.similar),
+        verdict=result.tier.value,
+        is_match=result.is_match,
+        timing_ms=Timing(**timing),
+    )

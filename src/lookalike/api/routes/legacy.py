@@ -1,0 +1,40 @@
+"""The seed's endpoint, kept exactly: same path, fields and JSON keys; Yes/No at the config threshold."""
+
+from __future__ import annotations
+
+import time
+from typing import Annotated
+
+from fastapi import APIRouter, Query, UploadFile
+
+from ...comparison import compare_with
+from ...similarity import Thresholds, seed_threshold
+from ..deps import CacheDep, GateDep, PoolDep, SettingsDep, read_upload
+from ..schemas import SeedSimilarity
+
+router = APIRouter(tags=["seed"])
+
+
+@router.post("/cosine_similarity_score", response_model=SeedSimilarity, response_model_by_alias=True)
+async def cosine_similarity_score(
+    image_1: UploadFile,
+    image_2: UploadFile,
+    settings: SettingsDep,
+    pool: PoolDep,
+    gate: GateDep,
+    cache: CacheDep,
+    model_name: Annotated[str | None, Query(description="model or seed alias; default: the configured model")] = None,
+    input_size: Annotated[int | None, Query(description="224, 416 or 512; default: the model's own")] = None,
+) -> SeedSimilarity:
+    started = time.perf_counter()
+    data_1 = await read_upload(image_1, settings, "image_1")
+    data_2 = await read_upload(image_2, settings, "image_2")
+    embedder = await gate.run(pool.get, model_name, input_size)
+    threshold = seed_threshold(embedder.model_name, settings)
+    line = Thresholds(threshold, threshold, threshold, "seed threshold")
+    result = await gate.run(compare_with, embedder, data_1, data_2, line, cache)
+    return SeedSimilarity(
+        similarity_score=result.score,
+        are_similar="Yes" if result.score >= threshold else "No",
+        time_ms=(time.perf_counter() - started) * 1000.0,
+    )

@@ -1,0 +1,68 @@
+"""Response models: the OpenAPI schema is the contract (the seed's JSON keys are pinned here)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+VerdictName = Literal["exact", "near_duplicate", "similar", "different"]
+
+
+class SeedSimilarity(BaseModel):
+    """The seed endpoint's answer, key for key."""
+
+    model_config = ConfigDict(populate_by_name=True)
+
+    similarity_score: float = Field(alias="Similarity Score", description="(cosine + 1) / 2")
+    are_similar: Literal["Yes", "No"] = Field(alias="Are the images similar?")
+    time_ms: float = Field(alias="Time taken in milliseconds")
+
+
+class ThresholdSet(BaseModel):
+    match: float
+    near_duplicate: float
+    similar: float
+
+
+class Timing(BaseModel):
+    decode: float
+    embed: float
+    total: float
+
+
+class CompareResult(BaseModel):
+    model: str
+    input_size: int
+    cosine: float = Field(description="raw cosine of the two L2-normalized embeddings, in [-1, 1]")
+    score: float = Field(description="(cosine + 1) / 2, in [0, 1]")
+    threshold: float = Field(description="score at or above which the images are the same thing")
+    threshold_source: str
+    thresholds: ThresholdSet
+    verdict: VerdictName
+    is_match: bool
+    timing_ms: Timing
+
+
+class ModelInfo(BaseModel):
+    name: str
+    aliases: list[str]
+    dim: int
+    default_input_size: int
+    weights_available: bool
+    weights_source: str
+    description: str
+    loaded: bool
+
+
+class Health(BaseModel):
+    status: Literal["ok"]
+    version: str
+    default_model: str
+    loaded_models: list[str]
+    queue: int
+
+
+class ErrorBody(BaseModel):
+    detail: str
+    code: str

@@ -1,0 +1,146 @@
+"""The ``lookalike`` command: thin Typer adapters over the library (same defaults as Settings)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from .config import get_settings
+from .errors import LookalikeError
+
+app = typer.Typer(
+    name="lookalike",
+    help="Image similarity: compare two images, index a catalog, search it, find duplicates.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+config_app = typer.Typer(help="Show the effective configuration.", no_args_is_help=True)
+app.add_typer(config_app, name="config")
+console = Console()
+err_console = Console(stderr=True)
+
+
+def fail(exc: LookalikeError) -> None:
+    err_console.print(f"[red]error:[/red] {exc.message}")
+    raise typer.Exit(2)
+
+
+ModelOpt = Annotated[Optional[str], typer.Option("--model", "-m", help="model name or alias (default: config)")]
+SizeOpt = Annotated[Optional[int], typer.Option("--size", "-s", help="input size in pixels (default: the model's)")]
+
+
+@app.command()
+def compare(
+    image_a: Annotated[Path, typer.Argument(help="first image")],
+    image_b: Annotated[Path, typer.Argument(help="second image")],
+    model: ModelOpt = None,
+    size: SizeOpt = None,
+    as_json: Annotated[bool, typer.Option("--json", help="print one JSON object")] = False,
+) -> None:
+    """Are these two images the same thing?"""
+    from .comparison import compare as compare_images
+
+    try:
+        result = compare_images(image_a, image_b, model=model, input_size=size)
+    except LookalikeError as exc:
+        fail(exc)
+    payload = {
+        "model": result.model,
+        "input_size": result.input_size,
+        "cosine": round(result.cosine, 6),
+        "score": round(result.score, 6),
+        "threshold": result.thresholds.match,
+        "threshold_source": result.thresholds.source,
+        "verdict": result.tier.value,
+        "is_match": result.is_match,
+        "timing_ms": {k: round(v, 2) for k, v in result.timing_ms.items()},
+    }
+    if as_json:
+        print(json.dumps(payload))
+        return
+    colour = {"exact": "green", "near_duplicate": "green", "similar": "yellow", "different": "red"}[result.tier.value]
+    console.print(f"[bold]{image_a.name}[/bold] vs [bold]{image_b.name}[/bold]  ({result.model} @ {result.input_size}px)")
+    console.print(f"  score    {result.score:.4f}   (cosine {result.cosine:+.4f})")
+    console.print(f"  verdict  [{colour}]{result.tier.value}[/{colour}]   "
+                  f"match >= {result.thresholds.match:.4f} ({result.thresholds.source})")
+    console.print(f"  time     {result.timing_ms['total']:.1f} ms "
+                  f"(decode {result.timing_ms['decode']:.1f}, embed {result.timing_ms['embed']:.1f})")
+
+
+@app.command()
+def models() -> None:
+    """The model table: which models can run here, and where their weights come from."""
+    from .models.status import all_status
+
+    settings = get_settings()
+    table = Table(title="lookalike models")
+    for column in ("model", "aliases", "dim", "size", "weights", "source"):
+        table.add_column(column)
+    for status in all_status(settings):
+        spec = status.spec
+        default = " (default)" if spec.name == settings.default_model else ""
+        table.add_row(
+            spec.name + default,
+            ", ".join(spec.aliases),
+            str(spec.dim),
+            str(spec.default_size),
+            "[green]yes[/green]" if status.available else "[red]no[/red]",
+            status.source,
+        )
+    console.print(table)
+
+
+@app.command()
+def export(model: Annotated[str, typer.Argument(help="model name or alias")], size: SizeOpt = None) -> None:
+    """Export a model to ONNX now (otherwise it happens on first use) and print the cached path."""
+    from .models.export import ensure_onnx
+    from .models.registry import resolve_model
+
+    settings = get_settings()
+    try:
+        spec = resolve_model(model)
+        exported = ensure_onnx(spec, size or settings.input_size or spec.default_size, settings, in_process=True)
+    except LookalikeError as exc:
+        fail(exc)
+    console.print(f"{exported.onnx_path}  (dim {exported.dim})")
+
+
+@app.command()
+def serve(
+    host: Annotated[Optional[str], typer.Option(help="bind address (default: config host)")] = None,
+    port: Annotated[Optional[int], typer.Option(help="port (default: config port)")] = None,
+    preload: Annotated[bool, typer.Option(help="load the default model before accepting requests")] = True,
+) -> None:
+    """Run the HTTP service (API, web UI at /, docs at /docs)."""
+    import uvicorn
+
+    from .api.app import create_app
+
+    settings = get_settings()
+    uvicorn.run(create_app(settings, preload=preload), host=host or settings.host, port=port or settings.port,
+                log_level="info")
+
+
+@config_app.command("show")
+def config_show(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """Every setting, its value, and where it came from (argument, env, file, default)."""
+    from .config import config_file_path, describe_sources
+
+    rows = describe_sources(get_settings())
+    if as_json:
+        print(json.dumps({name: {"value": str(value), "source": source} for name, value, source in rows}))
+        return
+    table = Table(title=f"lookalike config (file: {config_file_path()})")
+    for column in ("setting", "value", "source"):
+        table.add_column(column)
+    for name, value, source in rows:
+        table.add_row(name, str(value), source)
+    console.print(table)
+
+
+# --- areas --- (each area registers its commands here, one line each)
