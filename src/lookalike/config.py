@@ -39,7 +39,7 @@ def config_file_path() -> Path:
     return Path(explicit) if explicit else default_config_file()
 
 
-Backend = Literal["onnxruntime", "openvino", "torch"]
+Backend = Literal["auto", "onnxruntime", "openvino", "torch"]
 Preprocess = Literal["resize", "crop"]
 
 
@@ -56,7 +56,9 @@ class Settings(BaseSettings):
         None, description="'resize' the whole image or timm's centre 'crop'; None = the model's default"
     )
     enabled_models: list[str] | None = Field(None, description="models the service offers; None = all")
-    backend: Backend = Field("onnxruntime", description="inference engine for serving and indexing")
+    backend: Backend = Field(
+        "auto", description="inference engine; 'auto' = OpenVINO when installed (fastest here), else ONNX Runtime"
+    )
     threads: int | None = Field(None, description="inference threads; None = all cores")
     model_cache_size: int = Field(3, ge=1, description="loaded (model, size) pairs kept in memory (LRU)")
 
@@ -81,6 +83,13 @@ class Settings(BaseSettings):
     data_dir: Path = Field(
         default_factory=lambda: Path(platformdirs.user_data_dir(APP_NAME)), description="catalogs live here"
     )
+    catalog_flat_max: int = Field(100_000, ge=0, description="exact 'Flat' index up to this many images")
+    catalog_index_factory: str = Field(
+        "IVF4096,Flat", description="faiss.index_factory string above catalog_flat_max (benchmarks/results/catalog.md)"
+    )
+    catalog_search_params: str = Field("nprobe=16,efSearch=128", description="FAISS search-time parameters")
+    catalog_commit_every: int = Field(256, ge=1, description="images per committed indexing batch")
+    index_workers: int | None = Field(None, ge=1, description="decode threads when indexing; None = cores")
 
     # --- vector store (scale-out) ---------------------------------------------------------------
     store: Literal["faiss", "qdrant", "milvus"] = Field(
@@ -95,6 +104,10 @@ class Settings(BaseSettings):
     max_pixels: int = Field(50_000_000, ge=1, description="largest width x height accepted")
     max_frames: int = Field(1000, ge=1, description="largest frame count of an animation accepted")
     request_timeout_s: float = Field(30.0, gt=0, description="processing time limit per request")
+    max_request_bytes: int | None = Field(
+        None, ge=1, description="largest request body, counted while streaming; None = 4 x max_upload_bytes + 1 MiB"
+    )
+    rate_limit_per_minute: int | None = Field(None, ge=1, description="requests per client per minute; None = off")
 
     # --- service ------------------------------------------------------------------------------
     host: str = "127.0.0.1"

@@ -1,0 +1,63 @@
+"""Start a real ``lookalike serve`` on loopback for end-to-end tests (used by several test areas)."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+import httpx
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def server_env(settings, **extra: str) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(
+        LOOKALIKE_CACHE_DIR=str(settings.cache_dir),
+        LOOKALIKE_DATA_DIR=str(settings.data_dir),
+        LOOKALIKE_WEIGHTS_DIRS=os.pathsep.join(str(p) for p in settings.weights_dirs),
+        LOOKALIKE_ALLOW_HUB_DOWNLOAD="false",
+        LOOKALIKE_CONFIG=str(Path(settings.cache_dir) / "no-such-config.toml"),
+    )
+    env.update(extra)
+    return env
+
+
+@contextmanager
+def running_server(settings, *, timeout: float = 120.0, **env: str) -> Iterator[str]:
+    """Yields the base URL of a live server; always stops it."""
+    port = free_port()
+    cmd = [sys.executable, "-m", "lookalike", "serve", "--host", "127.0.0.1", "--port", str(port)]
+    process = subprocess.Popen(cmd, env=server_env(settings, **env), stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT, text=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            if process.poll() is not None:
+                raise RuntimeError(f"server exited early:\n{process.stdout.read()}")
+            try:
+                if httpx.get(f"{url}/healthz", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline:
+                raise TimeoutError("server did not become healthy")
+            time.sleep(0.3)
+        yield url
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
