@@ -5,13 +5,27 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image
 
-from lookalike.embed import Embedder, EmbedderPool
+from lookalike.embed import Embedder, EmbedderPool, Encoder
 
 from .conftest import jpeg_bytes
 
 
-def test_embedder_meets_the_protocol(embedder):
-    assert isinstance(embedder, Embedder)
+def test_embedder_meets_the_encoder_protocol(embedder):
+    assert isinstance(embedder, Encoder) and isinstance(embedder, Embedder)
+
+
+def test_one_source_gives_one_vector(embedder, sample_photos):
+    vector = embedder.encode(sample_photos["rocket"])
+    assert vector.shape == (embedder.dim,)
+    assert abs(float(vector @ embedder.encode([sample_photos["rocket"]])[0]) - 1.0) < 1e-5
+
+
+def test_top_level_python_api(settings, sample_photos):
+    import lookalike
+
+    result = lookalike.compare(sample_photos["china"], sample_photos["china"], settings=settings)
+    assert result.tier.value == "exact" and result.score > 0.999
+    assert lookalike.Embedder.create(settings=settings).dim == 1280
 
 
 def test_every_source_type_gives_the_same_vector(embedder, sample_photos):

@@ -3,7 +3,8 @@
 The public surface is small and cheap to import (nothing heavy loads until used):
 
 - ``compare(a, b, model=..., input_size=...)`` -> ``Comparison``
-- ``create_embedder(name)`` -> an ``Embedder`` whose ``encode(images)`` gives L2-normalized vectors
+- ``Embedder.create(name)`` / ``create_embedder(name)`` -> an ``Embedder``: ``encode(image)`` gives one
+  L2-normalized vector, ``encode([images])`` a matrix (paths, bytes, PIL images or arrays)
 - ``list_models()`` -> the model table
 """
 
@@ -12,13 +13,14 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
-__all__ = ["compare", "Comparison", "create_embedder", "Embedder", "list_models", "Settings", "__version__"]
+__all__ = ["compare", "Comparison", "create_embedder", "Embedder", "Encoder", "list_models", "Settings", "__version__"]
 
 _LAZY = {
     "compare": ("lookalike.comparison", "compare"),
     "Comparison": ("lookalike.comparison", "Comparison"),
     "create_embedder": ("lookalike.embed", "create_embedder"),
     "Embedder": ("lookalike.embed", "Embedder"),
+    "Encoder": ("lookalike.embed", "Encoder"),
     "list_models": ("lookalike.models.registry", "list_models"),
     "Settings": ("lookalike.config", "Settings"),
 }
@@ -26,7 +28,7 @@ _LAZY = {
 if TYPE_CHECKING:  # pragma: no cover
     from .comparison import Comparison, compare
     from .config import Settings
-    from .embed import Embedder, create_embedder
+    from .embed import Embedder, Encoder, create_embedder
     from .models.registry import list_models
 
 

@@ -15,7 +15,7 @@ import numpy as np
 from PIL import Image
 
 from .config import Settings, get_settings
-from .embed import EmbedderPool, ModelEmbedder
+from .embed import Embedder, EmbedderPool
 from .imaging import ImageSource, content_hash, decode, load_image, pixel_digest, read_source_bytes
 from .similarity import Thresholds, Tier, cosine, normalized_score, thresholds_for
 
@@ -74,7 +74,7 @@ class _Prepared:
     vector: np.ndarray | None
 
 
-def _prepare(embedder: ModelEmbedder, source: ImageSource, cache: EmbeddingCache | None) -> _Prepared:
+def _prepare(embedder: Embedder, source: ImageSource, cache: EmbeddingCache | None) -> _Prepared:
     data = read_source_bytes(source, embedder.limits)
     if data is None:
         return _Prepared(None, load_image(source, embedder.limits), None)
@@ -87,7 +87,7 @@ def _prepare(embedder: ModelEmbedder, source: ImageSource, cache: EmbeddingCache
 
 
 def compare_with(
-    embedder: ModelEmbedder,
+    embedder: Embedder,
     a: ImageSource,
     b: ImageSource,
     thresholds: Thresholds,
