@@ -1,8 +1,8 @@
 """The FastAPI application: thin routers over the library, state loaded once in ``lifespan``.
 
 ``create_app(settings)`` is the only constructor (tests pass their own settings); ``lookalike
-serve`` runs it under uvicorn. Swagger UI is served from the installed ``swagger-ui-bundle``
-package, so ``/docs`` renders with no network.
+serve`` runs it under uvicorn. Swagger UI is served from files vendored into the package
+(``web/static/vendor/swagger-ui``), so ``/docs`` renders with no network.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from ..embed import EmbedderPool
 from ..errors import BusyError, LookalikeError
 from .deps import AppState
 from .inference import InferenceGate
+from .middleware import install as install_guards
 
 log = logging.getLogger("lookalike.api")
 
@@ -33,6 +34,10 @@ ROUTERS: list[str] = [
     "lookalike.api.routes.legacy",
     "lookalike.api.routes.compare",
     "lookalike.api.routes.models",
+    "lookalike.api.routes.feedback",
+    "lookalike.api.routes.calibration",
+    "lookalike.api.routes.catalogs",
+    "lookalike.api.routes.web",
 ]
 
 
@@ -61,9 +66,10 @@ def _install_error_handlers(app: FastAPI) -> None:
 
 
 def _install_offline_docs(app: FastAPI) -> None:
-    import swagger_ui_bundle
-
-    app.mount("/docs-assets", StaticFiles(directory=Path(swagger_ui_bundle.swagger_ui_path)), name="docs-assets")
+    # Swagger UI 5 vendored from npm (swagger-ui-dist) into the package: the PyPI swagger-ui-bundle
+    # ships 4.15, which cannot render FastAPI's OpenAPI 3.1 schema. See web/static/vendor/README.md.
+    assets = Path(__file__).resolve().parents[1] / "web" / "static" / "vendor" / "swagger-ui"
+    app.mount("/docs-assets", StaticFiles(directory=assets), name="docs-assets")
 
     @app.get("/docs", include_in_schema=False)
     def swagger_ui() -> HTMLResponse:
@@ -85,7 +91,7 @@ def create_app(settings: Settings | None = None, *, preload: bool = False) -> Fa
             settings=settings,
             pool=EmbedderPool(settings),
             cache=EmbeddingCache(settings.embedding_cache_size),
-            gate=InferenceGate(settings.max_queue),
+            gate=InferenceGate(settings.max_queue, settings.inference_workers),
         )
         app.state.lookalike = state
         if preload:
@@ -109,6 +115,7 @@ def create_app(settings: Settings | None = None, *, preload: bool = False) -> Fa
     )
     _install_error_handlers(app)
     _install_offline_docs(app)
+    install_guards(app, settings)  # body size while streaming, rate limit, timeout
     if settings.cors_origins:
         from fastapi.middleware.cors import CORSMiddleware
 
