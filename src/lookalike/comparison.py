@@ -32,7 +32,7 @@ class Comparison:
 
     @property
     def is_match(self) -> bool:
-        return self.tier is Tier.EXACT or self.score >= self.thresholds.match
+        return self.tier in (Tier.EXACT, Tier.NEAR_DUPLICATE) or self.score >= self.thresholds.match
 
 
 class EmbeddingCache:
@@ -92,8 +92,14 @@ def compare_with(
     b: ImageSource,
     thresholds: Thresholds,
     cache: EmbeddingCache | None = None,
+    *,
+    geometry: bool = True,
 ) -> Comparison:
-    """Compare two images with an already-loaded embedder."""
+    """Compare two images with an already-loaded embedder.
+
+    ``geometry``: let the ORB+RANSAC check (``geometry.refine_tier``) tell an edited copy
+    (``near_duplicate``) from another shot (``similar``); it runs only when the score says one of those.
+    """
     t0 = time.perf_counter()
     first, second = _prepare(embedder, a, cache), _prepare(embedder, b, cache)
     t1 = time.perf_counter()
@@ -110,6 +116,13 @@ def compare_with(
     exact = first.digest is not None and first.digest == second.digest
     if not exact and first.image is not None and second.image is not None and first.image.size == second.image.size:
         exact = pixel_digest(first.image) == pixel_digest(second.image)
+    tier = thresholds.tier(score, exact=exact)
+    if geometry:
+        from .geometry import refine_tier
+
+        image_a = first.image if first.image is not None else a
+        image_b = second.image if second.image is not None else b
+        tier = refine_tier(image_a, image_b, score, thresholds, tier, embedder.limits)
     t3 = time.perf_counter()
     return Comparison(
         model=embedder.model_name,
@@ -117,7 +130,7 @@ def compare_with(
         cosine=cos,
         score=score,
         thresholds=thresholds,
-        tier=thresholds.tier(score, exact=exact),
+        tier=tier,
         timing_ms={
             "decode": (t1 - t0) * 1000.0,
             "embed": (t2 - t1) * 1000.0,
@@ -153,4 +166,5 @@ def compare(
     """
     settings = settings or get_settings()
     embedder = _default_pool(settings).get(model, input_size)
-    return compare_with(embedder, a, b, thresholds_for(embedder.model_name, embedder.input_size, settings))
+    return compare_with(embedder, a, b, thresholds_for(embedder.model_name, embedder.input_size, settings),
+                        geometry=settings.geometric_check)

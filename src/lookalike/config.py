@@ -41,6 +41,7 @@ def config_file_path() -> Path:
 
 Backend = Literal["auto", "onnxruntime", "openvino", "torch"]
 Preprocess = Literal["resize", "crop"]
+Pooling = Literal["avg", "gem", "max"]
 
 
 class Settings(BaseSettings):
@@ -54,6 +55,9 @@ class Settings(BaseSettings):
     allowed_input_sizes: list[int] = Field([224, 240, 260, 416, 512], description="sizes a caller may pick")
     preprocess: Preprocess | None = Field(
         None, description="'resize' the whole image or timm's centre 'crop'; None = the model's default"
+    )
+    pooling: Pooling = Field(
+        "gem", description="feature-map pooling: GeM beat average on every model (benchmarks/results/accuracy.md)"
     )
     enabled_models: list[str] | None = Field(None, description="models the service offers; None = all")
     backend: Backend = Field(
@@ -78,16 +82,19 @@ class Settings(BaseSettings):
     threshold: float = Field(0.80, ge=0.0, le=1.0, description="seed threshold on (cos+1)/2")
     model_thresholds: dict[str, float] = Field({}, description="per-model override of `threshold`")
     calibration_file: Path | None = Field(None, description="calibrated thresholds; None = shipped defaults")
+    geometric_check: bool = Field(
+        True, description="ORB+RANSAC check tells an edited copy (near_duplicate) from another shot (similar)"
+    )
 
     # --- catalogs -----------------------------------------------------------------------------
     data_dir: Path = Field(
         default_factory=lambda: Path(platformdirs.user_data_dir(APP_NAME)), description="catalogs live here"
     )
-    catalog_flat_max: int = Field(100_000, ge=0, description="exact 'Flat' index up to this many images")
+    catalog_flat_max: int = Field(20_000, ge=0, description="exact 'Flat' index up to this many images")
     catalog_index_factory: str = Field(
-        "IVF4096,Flat", description="faiss.index_factory string above catalog_flat_max (benchmarks/results/catalog.md)"
+        "HNSW32", description="faiss.index_factory string above catalog_flat_max (benchmarks/results/catalog.md)"
     )
-    catalog_search_params: str = Field("nprobe=16,efSearch=128", description="FAISS search-time parameters")
+    catalog_search_params: str = Field("nprobe=64,efSearch=256", description="FAISS search-time parameters")
     catalog_commit_every: int = Field(256, ge=1, description="images per committed indexing batch")
     index_workers: int | None = Field(None, ge=1, description="decode threads when indexing; None = cores")
 
@@ -116,6 +123,9 @@ class Settings(BaseSettings):
     protect_reads: bool = Field(False, description="require the API key on read endpoints too")
     cors_origins: list[str] = Field([], description="allowed CORS origins; empty = CORS off")
     max_queue: int = Field(64, ge=1, description="requests waiting for inference before 503")
+    inference_workers: int = Field(
+        4, ge=1, description="threads preparing requests; forwards still run one at a time, batched"
+    )
     embedding_cache_size: int = Field(2048, ge=0, description="embeddings cached by content hash")
 
     @field_validator("weights_dirs", mode="before")

@@ -12,6 +12,7 @@ import os
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable, Protocol, Sequence, runtime_checkable
 
 import numpy as np
@@ -115,6 +116,79 @@ def resolve_backend(backend: str) -> str:
     return "openvino" if importlib.util.find_spec("openvino") is not None else "onnxruntime"
 
 
+class CoalescingForward:
+    """One engine call at a time, shared by every thread that is waiting for one.
+
+    The engine already spreads a forward over all cores, so two at once only oversubscribe them;
+    but callers that wait are batched: whoever runs the engine takes every batch queued behind it
+    (up to ``max_rows`` rows) into one call, which costs less per image than one call each. With a
+    single caller this is the plain forward plus a lock. Results equal separate calls (row-wise
+    models). Leadership passes to the next waiting caller, so nobody serves others' work.
+    """
+
+    def __init__(self, forward: Forward, max_rows: int = 32) -> None:
+        self.forward = forward
+        self.max_rows = max_rows
+        self._lock = threading.Lock()
+        self._queue: list[_Job] = []
+        self._busy = False
+        self.calls = 0  # engine calls made (tests and benchmarks read it)
+
+    def __call__(self, batch: np.ndarray) -> np.ndarray:
+        job = _Job(batch)
+        with self._lock:
+            self._queue.append(job)
+            lead = not self._busy
+            self._busy = True
+        if not lead:
+            job.ready.wait()
+            if not job.lead:
+                return job.result()
+        with self._lock:  # our job is first in the queue: leaders take from the front
+            taken, rows = [], 0
+            while self._queue and (not taken or rows + len(self._queue[0].batch) <= self.max_rows):
+                rows += len(self._queue[0].batch)
+                taken.append(self._queue.pop(0))
+        try:
+            inputs = taken[0].batch if len(taken) == 1 else np.concatenate([j.batch for j in taken])
+            self.calls += 1
+            outputs = self.forward(inputs)
+            start = 0
+            for j in taken:
+                j.output, start = outputs[start : start + len(j.batch)], start + len(j.batch)
+        except BaseException as exc:  # every caller of this engine call gets the error
+            for j in taken:
+                j.error = exc
+        finally:
+            with self._lock:
+                if self._queue:
+                    self._queue[0].lead = True
+                    self._queue[0].ready.set()
+                else:
+                    self._busy = False
+            for j in taken:
+                if j is not job:
+                    j.ready.set()
+        return job.result()
+
+
+class _Job:
+    __slots__ = ("batch", "ready", "lead", "output", "error")
+
+    def __init__(self, batch: np.ndarray) -> None:
+        self.batch = batch
+        self.ready = threading.Event()
+        self.lead = False
+        self.output: np.ndarray | None = None
+        self.error: BaseException | None = None
+
+    def result(self) -> np.ndarray:
+        if self.error is not None:
+            raise self.error
+        assert self.output is not None
+        return self.output
+
+
 def onnxruntime_forward(onnx_path: str, threads: int) -> Forward:
     import onnxruntime as ort
 
@@ -131,8 +205,14 @@ def onnxruntime_forward(onnx_path: str, threads: int) -> Forward:
     return forward
 
 
-def openvino_forward(onnx_path: str, threads: int, precision: str | None = None) -> Forward:
-    """OpenVINO on CPU; ``precision=None`` keeps its default (bf16/fp16 where the CPU has it)."""
+def openvino_forward(
+    onnx_path: str, threads: int, precision: str | None = None, cache_dir: str | None = None
+) -> Forward:
+    """OpenVINO on CPU; ``precision=None`` keeps its default (bf16/fp16 where the CPU has it).
+
+    ``cache_dir``: OpenVINO's compiled-model cache (keyed by model, config and device), which
+    cuts compile time at start-up by more than half (benchmarks/results/serving.md, cold start).
+    """
     try:
         import openvino as ov
     except ImportError as exc:
@@ -142,7 +222,15 @@ def openvino_forward(onnx_path: str, threads: int, precision: str | None = None)
     config: dict[str, object] = {"INFERENCE_NUM_THREADS": threads, "PERFORMANCE_HINT": "LATENCY"}
     if precision:
         config["INFERENCE_PRECISION_HINT"] = precision
-    compiled = core.compile_model(core.read_model(onnx_path), "CPU", config)
+    try:
+        if cache_dir:
+            core.set_property({"CACHE_DIR": cache_dir})
+        compiled = core.compile_model(onnx_path, "CPU", config)  # a path (not a Model) lets the cache hit
+    except RuntimeError:
+        if not cache_dir:
+            raise
+        core = ov.Core()  # an unwritable or broken cache must not stop serving
+        compiled = core.compile_model(onnx_path, "CPU", config)
     local = threading.local()
 
     def forward(batch: np.ndarray) -> np.ndarray:
@@ -170,12 +258,13 @@ def create_embedder(
     *,
     input_size: int | None = None,
     backend: Backend | None = None,
-    pooling: str = "avg",
+    pooling: str | None = None,
     preprocess: str | None = None,
     settings: Settings | None = None,
 ) -> Embedder:
     """The only constructor: a model name (or alias) resolves weights, preprocessing and backend."""
     settings = settings or get_settings()
+    pooling = pooling or settings.pooling
     spec: ModelSpec = resolve_model(model_name or settings.default_model)
     if settings.enabled_models is not None and spec.name not in {resolve_model(m).name for m in settings.enabled_models}:
         from .errors import ModelDisabledError
@@ -205,10 +294,11 @@ def create_embedder(
         exported = ensure_onnx(spec, size, settings, pooling=pooling)  # type: ignore[arg-type]
         dim = exported.dim
         if backend == "openvino":
-            forward = openvino_forward(str(exported.onnx_path), threads)
+            cache = Path(settings.cache_dir).expanduser() / "openvino"
+            forward = openvino_forward(str(exported.onnx_path), threads, cache_dir=str(cache))
         else:
             forward = onnxruntime_forward(str(exported.onnx_path), threads)
-    return Embedder(spec.name, size, dim, preprocessing, forward, backend, limits)
+    return Embedder(spec.name, size, dim, preprocessing, CoalescingForward(forward), backend, limits)
 
 
 class EmbedderPool:

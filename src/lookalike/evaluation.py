@@ -16,9 +16,9 @@ Paths in the CSVs are relative to the CSV's folder.
 from __future__ import annotations
 
 import csv
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
@@ -264,3 +264,23 @@ def group_metrics(embeddings: np.ndarray, groups: Sequence[str]) -> GroupMetrics
     """Retrieval metrics for L2-normalized embeddings (cosine ranking)."""
     emb = np.asarray(embeddings, dtype=np.float64)
     return group_metrics_from_similarity(emb @ emb.T, groups)
+
+
+# ----------------------------------------------------------------------------------- scoring
+
+
+def embed_paths(embedder, paths: Sequence[Path], chunk: int = 64) -> dict[str, np.ndarray]:
+    """Each distinct path embedded once (an eval set reuses originals in many pairs)."""
+    unique = list(dict.fromkeys(str(p) for p in paths))
+    vectors: dict[str, np.ndarray] = {}
+    for i in range(0, len(unique), chunk):
+        part = unique[i : i + chunk]
+        vectors.update(zip(part, embedder.encode_decoded([embedder.load(p) for p in part])))
+    return vectors
+
+
+def cosine_pair_scores(vectors: dict[str, np.ndarray], path_a: Sequence[Path], path_b: Sequence[Path]) -> np.ndarray:
+    """(cos+1)/2 of each pair, from L2-normalized vectors keyed by path."""
+    va = np.stack([vectors[str(p)] for p in path_a]).astype(np.float64)
+    vb = np.stack([vectors[str(p)] for p in path_b]).astype(np.float64)
+    return np.clip((np.sum(va * vb, axis=1) + 1.0) / 2.0, 0.0, 1.0)

@@ -1,0 +1,199 @@
+"""``lookalike eval pairs|groups`` and ``lookalike calibrate``: thin adapters over evaluation,
+baselines, calibration and plots. Heavy imports happen inside the commands."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from .errors import LookalikeError
+
+eval_app = typer.Typer(help="Measure accuracy on labelled pairs or view groups.", no_args_is_help=True)
+console = Console()
+err_console = Console(stderr=True)
+
+ModelOpt = Annotated[str | None, typer.Option("--model", "-m", help="model name or alias (default: config)")]
+SizeOpt = Annotated[int | None, typer.Option("--size", "-s", help="input size in pixels (default: the model's)")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="print one JSON object with the summary metrics only")]
+BaselineOpt = Annotated[
+    list[str] | None, typer.Option("--baseline", "-b", help="also score with phash and/or seed (repeatable)")
+]
+PlotOpt = Annotated[Path | None, typer.Option("--plot", help="write ROC / histogram / P-R PNGs to this folder")]
+
+
+def _fail(exc: LookalikeError) -> None:
+    err_console.print(f"[red]error:[/red] {exc.message}")
+    raise typer.Exit(2)
+
+
+def _fmt(value: float | None, digits: int = 4) -> str:
+    return "-" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.{digits}f}"
+
+
+def _lookalike_scorer(model: str | None, size: int | None, settings):
+    from .baselines import EmbeddingScorer
+    from .embed import create_embedder
+    from .similarity import thresholds_for
+
+    embedder = create_embedder(model, input_size=size, settings=settings)
+    thresholds = thresholds_for(embedder.model_name, embedder.input_size, settings)
+    name = f"lookalike ({embedder.model_name}@{embedder.input_size}, {embedder.preprocessing.mode}, {settings.pooling})"
+    return EmbeddingScorer(name, embedder, thresholds.match), thresholds
+
+
+@eval_app.command("pairs")
+def eval_pairs(
+    pairs_csv: Annotated[Path, typer.Argument(help="CSV with path_a,path_b,label[,kind]; paths relative to it")],
+    model: ModelOpt = None,
+    size: SizeOpt = None,
+    as_json: JsonOpt = False,
+    plot: PlotOpt = None,
+    baseline: BaselineOpt = None,
+    threshold: Annotated[float | None, typer.Option(help="judge at this score instead of the calibrated one")] = None,
+) -> None:
+    """ROC-AUC, average precision, best-F1 threshold and P/R/F1 at the threshold in force, per kind too."""
+    from .baselines import baseline_scorer
+    from .config import get_settings
+    from .evaluation import load_pairs, pair_metrics
+
+    settings = get_settings()
+    try:
+        pairs = load_pairs(pairs_csv)
+        main, thresholds = _lookalike_scorer(model, size, settings)
+        if threshold is not None:
+            main.threshold = threshold
+        scorers = [main, *(baseline_scorer(b, settings) for b in (baseline or []))]
+        results = []
+        for scorer in scorers:
+            scores = scorer.pair_scores(pairs.path_a, pairs.path_b)
+            results.append((scorer, scores, pair_metrics(scores, pairs.labels, scorer.threshold, pairs.kinds)))
+    except LookalikeError as exc:
+        _fail(exc)
+    if plot is not None:
+        from .plots import curves_from_scores, write_plots
+
+        for i, (scorer, scores, metrics) in enumerate(results):
+            prefix = "" if i == 0 else f"{scorer.name.split()[0]}_"
+            write_plots(plot, curves_from_scores(scores, pairs.labels), scorer.threshold, prefix, scorer.name)
+    if as_json:
+        print(json.dumps(results[0][2].summary()))
+        return
+    table = Table(title=f"{pairs_csv} — {len(pairs)} pairs ({int(pairs.labels.sum())} same)")
+    for column in ("method", "ROC-AUC", "AP", "best F1", "best thr", "threshold", "P", "R", "F1@thr"):
+        table.add_column(column, justify="left" if column == "method" else "right")
+    for scorer, _, m in results:
+        table.add_row(scorer.name, _fmt(m.roc_auc), _fmt(m.average_precision), _fmt(m.best_f1, 3),
+                      _fmt(m.best_threshold), _fmt(m.threshold), _fmt(m.precision_at_threshold, 3),
+                      _fmt(m.recall_at_threshold, 3), _fmt(m.f1_at_threshold, 3))
+    console.print(table)
+    console.print(f"threshold in force: {thresholds.match:.4f} ({escape(thresholds.source)})")
+    kinds = Table(title="per kind: share judged right at each method's threshold (AUC vs all negatives)")
+    kinds.add_column("kind")
+    kinds.add_column("n", justify="right")
+    for scorer, _, _ in results:
+        kinds.add_column(scorer.name.split(" (")[0], justify="right")
+    for i, k in enumerate(results[0][2].per_kind):
+        cells = []
+        for _, _, m in results:
+            km = m.per_kind[i]
+            cells.append(_fmt(km.correct_at_threshold, 3) + (f" ({_fmt(km.roc_auc, 3)})" if km.roc_auc is not None else ""))
+        kinds.add_row(k.kind, str(k.n), *cells)
+    console.print(kinds)
+
+
+@eval_app.command("groups")
+def eval_groups(
+    groups_csv: Annotated[Path, typer.Argument(help="CSV with path,group; paths relative to it")],
+    model: ModelOpt = None,
+    size: SizeOpt = None,
+    as_json: JsonOpt = False,
+    baseline: BaselineOpt = None,
+) -> None:
+    """Leave-one-out retrieval: Recall@1, Recall@4, mAP and the UKBench N-S score."""
+    from .baselines import baseline_scorer
+    from .config import get_settings
+    from .evaluation import group_metrics_from_similarity, load_groups
+
+    settings = get_settings()
+    try:
+        groups = load_groups(groups_csv)
+        main, _ = _lookalike_scorer(model, size, settings)
+        scorers = [main, *(baseline_scorer(b, settings) for b in (baseline or []))]
+        results = [(s, group_metrics_from_similarity(s.similarity_matrix(groups.paths), groups.groups)) for s in scorers]
+    except LookalikeError as exc:
+        _fail(exc)
+    if as_json:
+        print(json.dumps(results[0][1].summary()))
+        return
+    table = Table(title=f"{groups_csv} — {len(groups.paths)} images in {results[0][1].n_groups} groups")
+    for column in ("method", "Recall@1", "Recall@4", "mAP", "N-S"):
+        table.add_column(column, justify="left" if column == "method" else "right")
+    for scorer, m in results:
+        table.add_row(scorer.name, _fmt(m.recall_at_1, 3), _fmt(m.recall_at_4, 3), _fmt(m.map, 3), _fmt(m.ns_score, 2))
+    console.print(table)
+
+
+def calibrate(
+    pairs_csv: Annotated[Path | None, typer.Argument(help="labelled pairs CSV (path_a,path_b,label[,kind])")] = None,
+    model: ModelOpt = None,
+    size: SizeOpt = None,
+    target_precision: Annotated[
+        float | None, typer.Option(help="lowest threshold reaching this precision instead of best F1")
+    ] = None,
+    groups: Annotated[
+        Path | None, typer.Option(help="groups CSV for the 'similar' tier (default: groups.csv beside the pairs)")
+    ] = None,
+    from_feedback: Annotated[bool, typer.Option("--from-feedback", help="add the pairs stored by POST /v1/feedback")] = False,
+    out: Annotated[Path | None, typer.Option(help="calibration file to update (default: config calibration_file)")] = None,
+    plot: PlotOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Pick match / near_duplicate / similar thresholds from labelled pairs and store them."""
+    from .calibration import calibrate_embedder
+    from .config import get_settings
+    from .embed import create_embedder
+
+    settings = get_settings()
+    target = out or settings.calibration_file
+    if target is None:
+        err_console.print("[red]error:[/red] say where to write: --out FILE or config calibration_file")
+        raise typer.Exit(2)
+    if pairs_csv is None and not from_feedback:
+        err_console.print("[red]error:[/red] give a pairs CSV, --from-feedback, or both")
+        raise typer.Exit(2)
+    try:
+        embedder = create_embedder(model, input_size=size, settings=settings)
+        calibration = calibrate_embedder(embedder, pairs_csv, groups_csv=groups, target_precision=target_precision,
+                                         feedback=settings if from_feedback else None, pooling=settings.pooling)
+        from .calibration import write_calibration
+
+        path = write_calibration(target, [calibration])
+    except LookalikeError as exc:
+        _fail(exc)
+    if plot is not None:
+        from .plots import write_plots
+
+        write_plots(plot, calibration.curves, calibration.match, title=calibration.key)
+    if as_json:
+        print(json.dumps({"key": calibration.key, **calibration.entry(), "file": str(path)}))
+        return
+    console.print(f"[bold]{calibration.key}[/bold]: match {calibration.match:.4f} ({calibration.method}), "
+                  f"near_duplicate {calibration.near_duplicate:.4f}, similar {calibration.similar:.4f} "
+                  f"from {calibration.n_pairs} pairs -> {path}")
+    m = calibration.metrics
+    console.print(f"  ROC-AUC {_fmt(m.get('roc_auc'))}  AP {_fmt(m.get('average_precision'))}  "
+                  f"P {_fmt(m.get('precision_at_threshold'), 3)}  R {_fmt(m.get('recall_at_threshold'), 3)}  "
+                  f"F1 {_fmt(m.get('f1_at_threshold'), 3)}")
+
+
+def register(app: typer.Typer) -> None:
+    """One line in cli.py: ``eval`` sub-commands and ``calibrate``."""
+    app.add_typer(eval_app, name="eval")
+    app.command("calibrate")(calibrate)
