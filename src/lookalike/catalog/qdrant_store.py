@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Iterator, Sequence
 
 import numpy as np
 
-from ..errors import LookalikeError, NotFoundError
+from ..errors import LookalikeError
 from .store import Hit
 
 if TYPE_CHECKING:  # qdrant_client is an optional extra: imported only when a store is opened
@@ -66,7 +66,13 @@ class QdrantStore:
             self.client = qdrant_client.QdrantClient(url=url, api_key=api_key)
         elif path is not None:
             Path(path).mkdir(parents=True, exist_ok=True)
-            self.client = qdrant_client.QdrantClient(path=str(path))
+            try:
+                self.client = qdrant_client.QdrantClient(path=str(path))
+            except RuntimeError as exc:  # local mode locks its folder to one client
+                raise LookalikeError(
+                    f"the Qdrant local store at {path} is open in another process; local mode serves one "
+                    "process (set store_url to a Qdrant server to share it)", status=409, code="store_busy",
+                ) from exc
         else:
             self.client = qdrant_client.QdrantClient(location=":memory:")
         self.local = url is None and client is None
@@ -142,29 +148,31 @@ class QdrantStore:
         models = self._models
         requests = [models.QueryRequest(query=q.tolist(), limit=int(k)) for q in queries]
         responses = self.client.query_batch_points(self.collection, requests=requests)
-        return [[Hit(int(p.id), float(p.score)) for p in r.points] for r in responses]
+        return [[Hit(int(p.id), min(1.0, float(p.score))) for p in r.points] for r in responses]
 
-    def range_search(self, queries: np.ndarray, min_cosine: float, page: int = 1024) -> list[list[Hit]]:
-        """Pages through ``score_threshold`` results so no single reply has to hold the collection."""
+    def range_search(self, queries: np.ndarray, min_cosine: float, page: int = 256) -> list[list[Hit]]:
+        """Every hit above ``min_cosine``: one batched request for all queries, then paging (by
+        ``score_threshold`` + offset) only for the queries whose first page came back full."""
         queries = self._queries(queries)
-        out: list[list[Hit]] = []
-        for q in queries:
-            hits: list[Hit] = []
+        models = self._models
+        threshold = float(min_cosine)
+        out: list[list[Hit]] = [[] for _ in range(len(queries))]
+        if len(queries) == 0:
+            return out
+        requests = [models.QueryRequest(query=q.tolist(), limit=page, score_threshold=threshold) for q in queries]
+        responses = self.client.query_batch_points(self.collection, requests=requests)
+        for row, response in enumerate(responses):
+            points = response.points
             offset = 0
             while True:
-                points = self.client.query_points(
-                    self.collection,
-                    query=q.tolist(),
-                    limit=page,
-                    offset=offset,
-                    score_threshold=float(min_cosine),
-                    with_payload=False,
-                ).points
-                hits.extend(Hit(int(p.id), float(p.score)) for p in points if p.score >= min_cosine)
+                out[row].extend(Hit(int(p.id), min(1.0, float(p.score))) for p in points if p.score >= threshold)
                 if len(points) < page:
                     break
                 offset += page
-            out.append(hits)
+                points = self.client.query_points(
+                    self.collection, query=queries[row].tolist(), limit=page, offset=offset,
+                    score_threshold=threshold, with_payload=False,
+                ).points
         return out
 
     def ids(self) -> np.ndarray:
@@ -184,7 +192,7 @@ class QdrantStore:
             found.update((int(r.id), r.vector) for r in records)  # type: ignore[misc]
         missing = [i for i in unique if i not in found]
         if missing:
-            raise NotFoundError(f"ids not in the vector store: {missing[:10]}")
+            raise KeyError(f"ids not in the store: {missing[:10]}")
         return np.asarray([found[i] for i in wanted], dtype=np.float32)
 
     def _scroll(self, batch_size: int, with_vectors: bool) -> Iterator[tuple[np.ndarray, np.ndarray | None]]:
@@ -206,6 +214,11 @@ class QdrantStore:
 
     def __len__(self) -> int:
         return int(self.client.count(self.collection, exact=True).count)
+
+    @property
+    def is_trained(self) -> bool:
+        """Qdrant builds its HNSW graph itself: nothing to train before adding (unlike IVF/PQ)."""
+        return True
 
     def flush(self) -> None:
         """Upserts already wait for the write; local mode persists each operation itself."""
