@@ -6,6 +6,7 @@ import os
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -38,14 +39,16 @@ def running_server(settings, *, timeout: float = 120.0, **env: str) -> Iterator[
     """Yields the base URL of a live server; always stops it."""
     port = free_port()
     cmd = [sys.executable, "-m", "lookalike", "serve", "--host", "127.0.0.1", "--port", str(port)]
-    process = subprocess.Popen(cmd, env=server_env(settings, **env), stdout=subprocess.PIPE,
-                               stderr=subprocess.STDOUT, text=True)
+    # a file, not a pipe: nobody drains a pipe while tests run, and a full pipe blocks the server's logging
+    log = tempfile.TemporaryFile(mode="w+")
+    process = subprocess.Popen(cmd, env=server_env(settings, **env), stdout=log, stderr=subprocess.STDOUT, text=True)
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + timeout
         while True:
             if process.poll() is not None:
-                raise RuntimeError(f"server exited early:\n{process.stdout.read()}")
+                log.seek(0)
+                raise RuntimeError(f"server exited early:\n{log.read()}")
             try:
                 if httpx.get(f"{url}/healthz", timeout=2).status_code == 200:
                     break
@@ -61,3 +64,4 @@ def running_server(settings, *, timeout: float = 120.0, **env: str) -> Iterator[
             process.wait(timeout=10)
         except subprocess.TimeoutExpired:
             process.kill()
+        log.close()

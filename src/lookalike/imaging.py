@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import struct
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +32,10 @@ ImageSource = Union[str, os.PathLike, bytes, bytearray, memoryview, Image.Image,
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff", ".heic", ".heif"})
 
+# Pillow can open ~40 formats, some through external interpreters (EPS -> Ghostscript) or rarely
+# exercised decoders; a service that takes files from strangers accepts only the photo formats.
+ACCEPTED_FORMATS = frozenset({"JPEG", "MPO", "PNG", "WEBP", "GIF", "BMP", "TIFF", "HEIF", "AVIF"})
+
 
 @dataclass(frozen=True)
 class ImageLimits:
@@ -39,6 +44,8 @@ class ImageLimits:
     max_bytes: int = 25 * 1024 * 1024
     max_pixels: int = 50_000_000
     max_frames: int = 1000
+    min_side: int = 4  # a 1x1 tracking pixel carries nothing to compare
+    max_aspect: float = 50.0  # 100000x1 strips would blow up the crop transform's resize
 
     @classmethod
     def from_settings(cls, settings) -> "ImageLimits":  # noqa: ANN001 - avoid importing config here
@@ -135,8 +142,13 @@ def open_checked(data: bytes, limits: ImageLimits = DEFAULT_LIMITS) -> Image.Ima
             image = Image.open(io.BytesIO(data))
     except UnidentifiedImageError as exc:
         raise BadImageError("not an image Pillow can read (unknown or corrupt format)") from exc
-    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
+    except (OSError, ValueError, SyntaxError, EOFError, struct.error, IndexError, KeyError, TypeError,
+            ZeroDivisionError, Image.DecompressionBombError) as exc:
         raise BadImageError(f"corrupt image header: {exc}") from exc
+    if image.format not in ACCEPTED_FORMATS:
+        accepted = ", ".join(sorted(ACCEPTED_FORMATS))
+        raise BadImageError(f"{image.format} files are not accepted; send one of {accepted}",
+                            code="unsupported_format")
     width, height = image.size
     if width < 1 or height < 1:
         raise BadImageError(f"image has no pixels ({width}x{height})")
@@ -144,7 +156,16 @@ def open_checked(data: bytes, limits: ImageLimits = DEFAULT_LIMITS) -> Image.Ima
         raise ImageTooLargeError(
             f"image is {width}x{height} = {width * height} pixels; the limit is {limits.max_pixels}"
         )
-    frames = getattr(image, "n_frames", 1)
+    if min(width, height) < limits.min_side:
+        raise BadImageError(f"image is {width}x{height}; the short side must be at least {limits.min_side} px",
+                            code="image_too_small")
+    if max(width, height) > limits.max_aspect * min(width, height):
+        raise BadImageError(f"image is {width}x{height}; the aspect ratio may be at most {limits.max_aspect:g}:1",
+                            code="bad_aspect_ratio")
+    try:
+        frames = getattr(image, "n_frames", 1)
+    except (OSError, ValueError, SyntaxError, EOFError, struct.error, IndexError, KeyError, TypeError) as exc:
+        raise BadImageError(f"corrupt animation: {exc}") from exc
     if frames > limits.max_frames:
         raise ImageTooLargeError(f"animation has {frames} frames; the limit is {limits.max_frames}")
     return image
@@ -186,7 +207,8 @@ def decode(data: bytes, limits: ImageLimits = DEFAULT_LIMITS, *, draft_side: int
         image.load()
         image = ImageOps.exif_transpose(image) or image
         return to_rgb(image)
-    except (OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError) as exc:
+    except (OSError, ValueError, SyntaxError, EOFError, struct.error, IndexError, KeyError, TypeError,
+            ZeroDivisionError, Image.DecompressionBombError) as exc:
         raise BadImageError(f"cannot decode image (truncated or corrupt): {exc}") from exc
 
 

@@ -9,13 +9,13 @@ from fastapi import APIRouter, Query, UploadFile
 
 from ...comparison import compare_with
 from ...similarity import thresholds_for
-from ..deps import CacheDep, GateDep, PoolDep, SettingsDep, read_upload
+from ..deps import CacheDep, GateDep, PoolDep, ReadAccess, SettingsDep, read_upload
 from ..schemas import CompareResult, ThresholdSet, Timing
 
 router = APIRouter(prefix="/v1", tags=["compare"])
 
 
-@router.post("/compare", response_model=CompareResult)
+@router.post("/compare", response_model=CompareResult, dependencies=[ReadAccess])
 async def compare_images(
     image_1: UploadFile,
     image_2: UploadFile,

@@ -9,13 +9,14 @@ from fastapi import APIRouter, Query, UploadFile
 
 from ...comparison import compare_with
 from ...similarity import Thresholds, seed_threshold
-from ..deps import CacheDep, GateDep, PoolDep, SettingsDep, read_upload
+from ..deps import CacheDep, GateDep, PoolDep, ReadAccess, SettingsDep, read_upload
 from ..schemas import SeedSimilarity
 
 router = APIRouter(tags=["seed"])
 
 
-@router.post("/cosine_similarity_score", response_model=SeedSimilarity, response_model_by_alias=True)
+@router.post("/cosine_similarity_score", response_model=SeedSimilarity, response_model_by_alias=True,
+             dependencies=[ReadAccess])
 async def cosine_similarity_score(
     image_1: UploadFile,
     image_2: UploadFile,
