@@ -156,7 +156,7 @@ class CoalescingForward:
             start = 0
             for j in taken:
                 j.output, start = outputs[start : start + len(j.batch)], start + len(j.batch)
-        except BaseException as exc:  # every caller of this engine call gets the error
+        except BaseException as exc:  # noqa: BLE001 - every caller of this engine call gets the error
             for j in taken:
                 j.error = exc
         finally:
@@ -173,7 +173,7 @@ class CoalescingForward:
 
 
 class _Job:
-    __slots__ = ("batch", "ready", "lead", "output", "error")
+    __slots__ = ("batch", "error", "lead", "output", "ready")
 
     def __init__(self, batch: np.ndarray) -> None:
         self.batch = batch

@@ -1,16 +1,20 @@
 """One inference lane for the whole server, with a bounded queue.
 
-ONNX Runtime already spreads one forward pass over every core, so running several passes at
-once only oversubscribes the CPU. Requests therefore queue for a single worker; when the queue
-is full the caller gets 503 + Retry-After instead of an ever-growing latency.
+The engine (OpenVINO / ONNX Runtime) already spreads one forward pass over every core, so two
+passes at once only oversubscribe the CPU. So requests queue here, and when the queue is full the
+caller gets 503 + Retry-After instead of an ever-growing latency. ``workers`` threads take
+requests from the queue: with two, one request decodes its images (Pillow releases the GIL) while
+another's forward runs, and the embedder's ``CoalescingForward`` still lets only one forward run
+at a time, batching the forwards of requests that wait for it (benchmarks/results/serving.md).
 """
 
 from __future__ import annotations
 
 import asyncio
 import threading
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Callable, TypeVar
+from typing import Any, TypeVar
 
 from ..errors import BusyError
 
@@ -18,7 +22,7 @@ T = TypeVar("T")
 
 
 class InferenceGate:
-    def __init__(self, max_queue: int, workers: int = 1) -> None:
+    def __init__(self, max_queue: int, workers: int = 2) -> None:
         self.max_queue = max_queue
         self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="inference")
         self._pending = 0

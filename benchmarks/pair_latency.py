@@ -1,0 +1,214 @@
+"""Pair latency through the HTTP endpoint vs the machine's floor vs the seed's way, in one run.
+
+Three contenders answer the same pairs of real DEV photos, round-robin so that load from other
+processes hits all of them alike:
+
+- **http**: ``POST /v1/compare`` on a real ``lookalike serve`` (loopback, keep-alive client,
+  embedding cache off so every request decodes and embeds both images);
+- **bare**: what any program must do at least: decode both JPEGs (Pillow ``draft`` + one resize
+  + normalize, written here without lookalike's code) and two batch-1 forwards of the same ONNX
+  file on the same backend, in this process;
+- **seed-faithful**: the seed's way: per request build timm ``resnet18`` and load its weights
+  from disk (the seed's ``pretrained=True`` read the hub cache; offline, a saved state_dict of the
+  same size stands in), torchvision transforms, eager torch forward, cosine.
+
+Goals (issue 6): http p50 / bare p50 <= 1.3, seed p50 / http p50 >= 10.
+
+    python benchmarks/pair_latency.py [--rounds 60] [--backend auto]
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import (
+    Server,
+    Stats,
+    bench_settings,
+    dev_images,
+    markdown_table,
+    write_result,
+)
+
+
+def bare_decode(data: bytes, size: int, mean: np.ndarray, inv_std: np.ndarray) -> np.ndarray:
+    """JPEG bytes -> (1, 3, size, size) float32: the minimum any pipeline has to do."""
+    from PIL import Image
+
+    image = Image.open(io.BytesIO(data))
+    image.draft("RGB", (size, size))
+    image.load()
+    if image.mode != "RGB":
+        image = image.convert("RGB")
+    image = image.resize((size, size), Image.Resampling.BICUBIC, reducing_gap=None)
+    out = np.empty((1, 3, size, size), dtype=np.float32)
+    np.subtract(np.asarray(image).transpose(2, 0, 1), mean, out=out[0])  # uint8 HWC -> float32 CHW, one pass
+    out *= inv_std
+    return out
+
+
+def bare_forward(backend: str, onnx_path: str, threads: int):
+    """A batch -> features function straight on the engine, none of lookalike's code."""
+    if backend == "openvino":
+        import openvino as ov
+
+        core = ov.Core()
+        compiled = core.compile_model(core.read_model(onnx_path), "CPU",
+                                      {"INFERENCE_NUM_THREADS": threads, "PERFORMANCE_HINT": "LATENCY"})
+        request = compiled.create_infer_request()
+        return lambda batch: request.infer({0: batch})[0]
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    session = ort.InferenceSession(onnx_path, options, providers=["CPUExecutionProvider"])
+    name = session.get_inputs()[0].name
+    return lambda batch: session.run(None, {name: batch})[0]
+
+
+class SeedFaithful:
+    """The seed's request handler, minus FastAPI: everything is rebuilt for every pair."""
+
+    def __init__(self, model_name: str = "resnet18") -> None:
+        import timm
+        import torch
+
+        self.model_name = model_name
+        self._dir = tempfile.TemporaryDirectory(prefix="seed-weights-")
+        self.weights = Path(self._dir.name) / f"{model_name}.pth"
+        torch.save(timm.create_model(model_name, pretrained=False).state_dict(), self.weights)
+
+    def __call__(self, data_1: bytes, data_2: bytes) -> float:
+        import timm
+        import torch
+        from PIL import Image
+
+        model = timm.create_model(self.model_name, pretrained=False)
+        model.load_state_dict(torch.load(self.weights, map_location="cpu"))
+        model.reset_classifier(0)
+        model.eval()
+        config = timm.data.resolve_data_config({}, model=model)
+        transform = timm.data.create_transform(**config)
+        tensors = [transform(Image.open(io.BytesIO(d)).convert("RGB")).unsqueeze(0) for d in (data_1, data_2)]
+        with torch.no_grad():
+            a, b = (model(t)[0] for t in tensors)
+        cos = torch.nn.functional.cosine_similarity(a, b, dim=0).item()
+        return (cos + 1) / 2
+
+    def close(self) -> None:
+        self._dir.cleanup()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=60, help="pairs timed per contender")
+    parser.add_argument("--seed-every", type=int, default=4, help="time the (slow) seed baseline every Nth round")
+    parser.add_argument("--backend", default=None, help="server backend (default: the configured default)")
+    args = parser.parse_args(argv)
+
+    import httpx
+
+    from lookalike.embed import resolve_backend
+    from lookalike.models.export import ensure_onnx
+    from lookalike.models.registry import resolve_model
+
+    settings = bench_settings()
+    backend = resolve_backend(args.backend or settings.backend)
+    spec = resolve_model(settings.default_model)
+    size = settings.input_size or spec.default_size
+    # the file the server runs: same model, size and pooling as the default embedder
+    onnx_path = str(ensure_onnx(spec, size, settings, pooling=settings.pooling).onnx_path)
+    threads = settings.threads or __import__("os").cpu_count() or 1
+    mean = np.asarray(spec.preprocessing.mean, np.float32).reshape(3, 1, 1) * 255.0
+    inv_std = 1.0 / (np.asarray(spec.preprocessing.std, np.float32).reshape(3, 1, 1) * 255.0)
+
+    photos = [p.read_bytes() for p in dev_images()]
+    pairs = [(photos[i % len(photos)], photos[(i * 7 + 3) % len(photos)]) for i in range(len(photos))]
+    forward = bare_forward(backend, onnx_path, threads)
+    forward_b2 = bare_forward(backend, onnx_path, threads)  # its own request: switching shapes costs OpenVINO
+    seed = SeedFaithful()
+
+    with Server(backend=backend, embedding_cache_size=0) as server, httpx.Client(base_url=server.url) as client:
+
+        def http(i: int, path: str = "/v1/compare") -> None:
+            a, b = pairs[i % len(pairs)]
+            r = client.post(path, files={"image_1": ("a.jpg", a, "image/jpeg"), "image_2": ("b.jpg", b, "image/jpeg")})
+            r.raise_for_status()
+
+        def bare(i: int) -> None:
+            a, b = pairs[i % len(pairs)]
+            x, y = forward(bare_decode(a, size, mean, inv_std)), forward(bare_decode(b, size, mean, inv_std))
+            float(np.dot(x[0], y[0]) / (np.linalg.norm(x[0]) * np.linalg.norm(y[0])))
+
+        def bare_batched(i: int) -> None:
+            a, b = pairs[i % len(pairs)]
+            x = forward_b2(np.concatenate([bare_decode(a, size, mean, inv_std), bare_decode(b, size, mean, inv_std)]))
+            float(np.dot(x[0], x[1]) / (np.linalg.norm(x[0]) * np.linalg.norm(x[1])))
+
+        fns = {"http": http, "http_seed_endpoint": lambda i: http(i, "/cosine_similarity_score"), "bare": bare,
+               "bare_batched": bare_batched, "seed": lambda i: seed(*pairs[i % len(pairs)])}
+        samples: dict[str, list[float]] = {name: [] for name in fns}
+        for i in range(3):  # warm-up: first requests, first OpenVINO/ORT runs, timm import
+            for fn in fns.values():
+                fn(i)
+        for r in range(args.rounds):
+            for name, fn in fns.items():
+                if name == "seed" and r % args.seed_every:
+                    continue
+                t0 = time.perf_counter()
+                fn(r)
+                samples[name].append((time.perf_counter() - t0) * 1000.0)
+        # a repeated upload: both embeddings come from the cache (a second server with the cache on)
+    with Server(backend=backend) as cached_server, httpx.Client(base_url=cached_server.url) as client:
+        a, b = pairs[0]
+        files = {"image_1": ("a.jpg", a, "image/jpeg"), "image_2": ("b.jpg", b, "image/jpeg")}
+        client.post("/v1/compare", files=files).raise_for_status()
+        repeat = []
+        for _ in range(args.rounds):
+            t0 = time.perf_counter()
+            client.post("/v1/compare", files=files).raise_for_status()
+            repeat.append((time.perf_counter() - t0) * 1000.0)
+    seed.close()
+
+    stats = {name: Stats.of(values) for name, values in samples.items()}
+    stats["repeat"] = Stats.of(repeat)
+    http_p50, bare_p50, seed_p50 = stats["http"].p50, stats["bare"].p50, stats["seed"].p50
+    labels = {
+        "http": f"HTTP `POST /v1/compare` ({backend}, cache off)",
+        "http_seed_endpoint": f"HTTP `POST /cosine_similarity_score` ({backend}, cache off)",
+        "bare": f"bare: 2 x decode + 2 x batch-1 forward ({backend}, no lookalike code)",
+        "bare_batched": f"bare: 2 x decode + 1 batch-2 forward ({backend}, no lookalike code)",
+        "seed": "seed-faithful: timm resnet18 built per request, eager torch",
+        "repeat": "HTTP `POST /v1/compare`, same pair again (embedding cache hit)",
+    }
+    rows = [(labels[k], s.n, s.p50, s.p95, s.p50 / bare_p50) for k, s in stats.items()]
+    goals = markdown_table(
+        ["measure", "value", "goal", "met"],
+        [
+            ("HTTP p50 / bare p50", f"{http_p50 / bare_p50:.2f}", "<= 1.3", "yes" if http_p50 / bare_p50 <= 1.3 else "no"),
+            ("seed-faithful p50 / HTTP p50", f"{seed_p50 / http_p50:.1f}x", ">= 10x",
+             "yes" if seed_p50 / http_p50 >= 10 else "no"),
+        ],
+    )
+    body = (
+        f"Model `{spec.name}` @ {size}px ({settings.pooling} pooling), {len(photos)} real DEV photos (JPEG, long side <= 512), pairs of "
+        f"distinct photos; contenders timed round-robin in one run (seed every {args.seed_every}th round). "
+        f"Server spawn to healthy (model preloaded): {server.started_s:.2f} s.\n\n"
+        + markdown_table(["contender", "n", "p50 ms", "p95 ms", "p50 / bare"], rows)
+        + "\n\n" + goals + "\n"
+    )
+    write_result("pair_latency", "Pair latency: HTTP vs bare engine vs the seed's way", body,
+                 "python benchmarks/pair_latency.py " + " ".join(argv or sys.argv[1:]))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
