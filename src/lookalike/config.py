@@ -124,7 +124,8 @@ class Settings(BaseSettings):
     cors_origins: list[str] = Field([], description="allowed CORS origins; empty = CORS off")
     max_queue: int = Field(64, ge=1, description="requests waiting for inference before 503")
     inference_workers: int = Field(
-        4, ge=1, description="threads preparing requests; forwards still run one at a time, batched"
+        2, ge=1, description="threads preparing requests (decode, hashing); forwards still run one at a time, "
+        "batched. 1, 2 and 4 measured alike on 2 cores (benchmarks/results/serving.md)"
     )
     embedding_cache_size: int = Field(2048, ge=0, description="embeddings cached by content hash")
 

@@ -78,6 +78,12 @@ def load_calibration(settings: Settings) -> tuple[dict, str]:
         path = Path(settings.calibration_file).expanduser()
         if path.is_file():
             return _load_calibration(str(path), path.stat().st_mtime_ns), f"calibration file {path}"
+    return _shipped_calibration()
+
+
+@lru_cache(maxsize=1)
+def _shipped_calibration() -> tuple[dict, str]:
+    """Read once per process: it is package data and does not change while we run."""
     shipped = resources.files("lookalike").joinpath(SHIPPED_CALIBRATION)
     if shipped.is_file():
         return json.loads(shipped.read_text()), "shipped calibration (dev set)"

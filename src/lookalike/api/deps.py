@@ -85,6 +85,8 @@ ReadAccess = Depends(require_read_access)
 async def read_upload(upload: UploadFile, settings: Settings, field_name: str) -> bytes:
     """An upload's bytes, refused as soon as it passes the size limit."""
     limit = settings.max_upload_bytes
+    if upload.size is not None and upload.size > limit:  # known from the multipart part: refuse unread
+        raise ImageTooLargeError(f"{field_name} is {upload.size} bytes; the upload limit is {limit}")
     chunks: list[bytes] = []
     total = 0
     while chunk := await upload.read(1 << 20):

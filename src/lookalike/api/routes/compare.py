@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from functools import partial
 from typing import Annotated
 
 from fastapi import APIRouter, Query, UploadFile
@@ -31,7 +32,8 @@ async def compare_images(
     data_2 = await read_upload(image_2, settings, "image_2")
     embedder = await gate.run(pool.get, model, input_size)
     thresholds = thresholds_for(embedder.model_name, embedder.input_size, settings)
-    result = await gate.run(compare_with, embedder, data_1, data_2, thresholds, cache)
+    compare = partial(compare_with, geometry=settings.geometric_check)
+    result = await gate.run(compare, embedder, data_1, data_2, thresholds, cache)
     timing = dict(result.timing_ms, total=(time.perf_counter() - started) * 1000.0)
     return CompareResult(
         model=result.model,

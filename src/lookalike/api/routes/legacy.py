@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from functools import partial
 from typing import Annotated
 
 from fastapi import APIRouter, Query, UploadFile
@@ -33,7 +34,8 @@ async def cosine_similarity_score(
     embedder = await gate.run(pool.get, model_name, input_size)
     threshold = seed_threshold(embedder.model_name, settings)
     line = Thresholds(threshold, threshold, threshold, "seed threshold")
-    result = await gate.run(compare_with, embedder, data_1, data_2, line, cache)
+    # The seed's Yes/No is the score against one line: the tier's geometric check is not needed.
+    result = await gate.run(partial(compare_with, geometry=False), embedder, data_1, data_2, line, cache)
     return SeedSimilarity(
         similarity_score=result.score,
         are_similar="Yes" if result.score >= threshold else "No",
