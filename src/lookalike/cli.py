@@ -144,3 +144,6 @@ def config_show(as_json: Annotated[bool, typer.Option("--json")] = False) -> Non
 
 
 # --- areas --- (each area registers its commands here, one line each)
+from .cli_eval import register as _register_eval; _register_eval(app)  # eval pairs|groups, calibrate
+from .cli_catalog import register as _register_catalog; _register_catalog(app)  # index, search, dedup, catalogs
+from .cli_scale import register as _register_scale; _register_scale(app)  # catalog export|import

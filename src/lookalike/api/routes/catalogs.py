@@ -1,0 +1,256 @@
+"""Catalog routes: add uploads, search by image or id, near-duplicate clusters, files by id.
+
+Thin adapters over ``lookalike.catalog``: catalogs are opened once per process and kept in the app
+state (closed at shutdown); CPU work goes through the inference gate. Files are served only by
+id, from the path the catalog recorded, never from a path the client names.
+"""
+
+from __future__ import annotations
+
+import mimetypes
+import threading
+from pathlib import Path
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Depends, File, Form, Path as PathParam, Query, UploadFile
+from fastapi.responses import FileResponse
+from pydantic import BaseModel
+
+from ...catalog.catalog import Catalog, list_catalogs
+from ...catalog.dedup import find_duplicates
+from ...config import Settings
+from ...errors import LookalikeError
+from ...imaging import content_hash
+from ..deps import GateDep, PoolDep, ReadAccess, SettingsDep, StateDep, WriteAccess, read_upload
+from ..schemas import VerdictName
+
+router = APIRouter(prefix="/v1/catalogs", tags=["catalogs"])
+# ids are SQLite rowids: bounded here so a huge number is a 422, not an overflow deep in SQLite
+MAX_ID = 2**63 - 1
+ImageId = Annotated[int, PathParam(ge=1, le=MAX_ID, description="image id")]
+
+
+class CatalogHandles:
+    """Open catalogs of this process, by name (one ``Catalog`` object each, shared by requests)."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._open: dict[str, Catalog] = {}
+        self._lock = threading.Lock()
+
+    def get(self, name: str, *, create: bool = False) -> Catalog:
+        with self._lock:
+            catalog = self._open.get(name)
+            if catalog is None:
+                catalog = self._open[name] = Catalog(name, self.settings, create=create)
+        catalog.refresh()
+        return catalog
+
+    def close(self) -> None:
+        with self._lock:
+            for catalog in self._open.values():
+                catalog.close()
+            self._open.clear()
+
+
+def get_handles(state: StateDep) -> CatalogHandles:
+    handles = state.extras.get("catalogs")
+    if handles is None:
+        handles = state.extras.setdefault("catalogs", CatalogHandles(state.settings))
+    return handles
+
+
+HandlesDep = Annotated[CatalogHandles, Depends(get_handles)]
+
+
+# --- schemas ---------------------------------------------------------------------------------
+class CatalogInfo(BaseModel):
+    name: str
+    count: int
+    model: str
+    input_size: int
+    created_at: float
+
+
+class AddedImage(BaseModel):
+    id: int
+    filename: str
+    content_hash: str
+    status: Literal["added", "exists"]
+
+
+class UploadError(BaseModel):
+    filename: str
+    error: str
+
+
+class AddResult(BaseModel):
+    added: list[AddedImage]
+    errors: list[UploadError]
+
+
+class ImageInfo(BaseModel):
+    id: int
+    path: str | None
+    filename: str
+    content_hash: str
+    width: int
+    height: int
+    bytes: int
+    added_at: float
+
+
+class Deleted(BaseModel):
+    id: int
+    deleted: bool
+
+
+class QueryInfo(BaseModel):
+    id: int | None
+    filename: str | None
+
+
+class SearchHit(BaseModel):
+    id: int
+    path: str | None
+    filename: str
+    cosine: float
+    score: float
+    verdict: VerdictName
+
+
+class SearchResponse(BaseModel):
+    query: QueryInfo
+    model: str
+    input_size: int
+    results: list[SearchHit]
+
+
+class Member(BaseModel):
+    id: int
+    path: str | None
+    filename: str
+    width: int
+    height: int
+
+
+class DuplicatePair(BaseModel):
+    a: int
+    b: int
+    cosine: float
+    score: float
+    verdict: VerdictName
+
+
+class DuplicateCluster(BaseModel):
+    cluster_id: int
+    tier: Literal["exact", "near_duplicate"]
+    keep: int
+    members: list[Member]
+    pairs: list[DuplicatePair]
+
+
+class DuplicatesResponse(BaseModel):
+    threshold: float
+    clusters: list[DuplicateCluster]
+
+
+# --- routes ----------------------------------------------------------------------------------
+@router.get("", response_model=list[CatalogInfo], dependencies=[ReadAccess])
+def catalogs(settings: SettingsDep) -> list[dict]:
+    return list_catalogs(settings)
+
+
+@router.post("/{name}/images", response_model=AddResult, dependencies=[WriteAccess])
+async def add_images(
+    name: str,
+    files: Annotated[list[UploadFile], File(description="one or more images")],
+    settings: SettingsDep,
+    handles: HandlesDep,
+    pool: PoolDep,
+    gate: GateDep,
+) -> dict:
+    uploads = [(f.filename or "upload", await read_upload(f, settings, f.filename or "files")) for f in files]
+    catalog = await gate.run(lambda: handles.get(name, create=True))
+    added, errors = await gate.run(catalog.add_uploads, uploads, pool)
+    return {"added": added, "errors": errors}
+
+
+@router.get("/{name}/images/{image_id}", response_model=ImageInfo, dependencies=[ReadAccess])
+def image_info(name: str, image_id: ImageId, handles: HandlesDep) -> dict:
+    return handles.get(name).get(image_id).to_dict()
+
+
+@router.get("/{name}/images/{image_id}/thumbnail", response_class=FileResponse, dependencies=[ReadAccess],
+            responses={200: {"content": {"image/jpeg": {}}}})
+def thumbnail(name: str, image_id: ImageId, handles: HandlesDep,
+              size: Annotated[int, Query(ge=16, le=1024, description="long side in pixels")] = 256) -> FileResponse:
+    path = handles.get(name).thumbnail(image_id, size)
+    return FileResponse(path, media_type="image/jpeg", headers={"Cache-Control": "public, max-age=86400"})
+
+
+@router.get("/{name}/images/{image_id}/file", response_class=FileResponse, dependencies=[ReadAccess])
+def original_file(name: str, image_id: ImageId, handles: HandlesDep) -> FileResponse:
+    catalog = handles.get(name)
+    record = catalog.get(image_id)
+    path = catalog.original_path(record)
+    media = mimetypes.guess_type(record.filename)[0] or mimetypes.guess_type(path.name)[0] or "application/octet-stream"
+    return FileResponse(path, media_type=media, filename=Path(record.filename).name)
+
+
+@router.delete("/{name}/images/{image_id}", response_model=Deleted, dependencies=[WriteAccess])
+def delete_image(name: str, image_id: ImageId, handles: HandlesDep) -> dict:
+    catalog = handles.get(name)
+    catalog.get(image_id)  # 404 when unknown
+    catalog.remove([image_id])
+    return {"id": image_id, "deleted": True}
+
+
+@router.post("/{name}/search", response_model=SearchResponse, dependencies=[ReadAccess])
+async def search(
+    name: str,
+    settings: SettingsDep,
+    handles: HandlesDep,
+    pool: PoolDep,
+    gate: GateDep,
+    image: Annotated[UploadFile | None, File(description="query image (or give `id`)")] = None,
+    id: Annotated[int | None, Form(ge=1, le=MAX_ID, description="id of an image already in the catalog")] = None,  # noqa: A002
+    k: Annotated[int | None, Query(ge=1, le=1000, description="how many results (default 10)")] = None,
+    k_form: Annotated[int | None, Form(alias="k", ge=1, le=1000)] = None,
+) -> dict:
+    if (image is None) == (id is None):
+        raise LookalikeError("send exactly one of: an `image` file, or the `id` of a catalog image",
+                             status=422, code="bad_query")
+    count = k or k_form or 10
+    catalog = await gate.run(lambda: handles.get(name))
+    if id is not None:
+        record = catalog.get(id)
+        vector = catalog.vector(id)
+        results = await gate.run(
+            lambda: catalog.search(vector[None], count, query_hash=record.content_hash, exclude_id=id)[0])
+        query = {"id": id, "filename": record.filename}
+    else:
+        data = await read_upload(image, settings, "image")
+
+        def run() -> list:
+            embedder = catalog.embedder(pool)
+            vector = embedder.encode([data])
+            return catalog.search(vector, count, query_hash=content_hash(data))[0]
+
+        results = await gate.run(run)
+        query = {"id": None, "filename": image.filename}
+    return {"query": query, "model": catalog.model, "input_size": catalog.input_size,
+            "results": [r.to_dict() for r in results]}
+
+
+@router.get("/{name}/duplicates", response_model=DuplicatesResponse, dependencies=[ReadAccess])
+async def duplicates(
+    name: str,
+    handles: HandlesDep,
+    gate: GateDep,
+    threshold: Annotated[float | None, Query(ge=0.0, le=1.0, description="score (cos+1)/2; default: the "
+                                             "model's near-duplicate threshold")] = None,
+) -> dict:
+    catalog = await gate.run(lambda: handles.get(name))
+    report = await gate.run(find_duplicates, catalog, threshold)
+    return report.to_dict()

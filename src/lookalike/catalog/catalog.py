@@ -1,0 +1,419 @@
+"""A named catalog: one folder holding SQLite metadata (with durable vectors) and a FAISS index.
+
+Layout of ``<data_dir>/catalogs/<name>/``: ``catalog.sqlite`` (rows + vectors, the truth),
+``vectors.faiss`` (the search index, saved atomically now and then), ``files/`` (uploaded
+originals), ``thumbs/`` (thumbnails made once). Writes commit to SQLite first, then reach the
+index; opening a catalog reconciles the index with SQLite, so after a crash at any moment the
+two agree again and nothing committed is lost.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from ..config import Settings
+from ..errors import ConflictError, LookalikeError, NotFoundError
+from ..imaging import content_hash, open_checked, read_source_bytes
+from ..models.registry import check_input_size, resolve_model
+from ..similarity import Thresholds, normalized_score, thresholds_for
+from .faiss_store import FaissStore, fsync_replace
+from .metadata import ImageRecord, Metadata, NewImage
+from .store import VectorStore
+
+NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
+DB_FILE = "catalog.sqlite"
+INDEX_FILE = "vectors.faiss"
+THUMB_SIZES = range(16, 1025)
+
+
+class BadCatalogNameError(LookalikeError):
+    status = 422
+    code = "bad_catalog_name"
+
+
+def check_name(name: str) -> str:
+    """Catalog names become folder names: letters, digits, '-' and '_' only (no traversal)."""
+    if not isinstance(name, str) or not NAME_PATTERN.fullmatch(name):
+        raise BadCatalogNameError(
+            f"bad catalog name {name!r}: use 1-64 letters, digits, '-' or '_', starting with a letter or digit"
+        )
+    return name
+
+
+def catalogs_root(settings: Settings) -> Path:
+    return Path(settings.data_dir).expanduser() / "catalogs"
+
+
+def catalog_dir(name: str, settings: Settings) -> Path:
+    return catalogs_root(settings) / check_name(name)
+
+
+def list_catalogs(settings: Settings) -> list[dict]:
+    """``[{name, count, model, input_size, created_at}]`` from metadata alone (no index loaded)."""
+    root = catalogs_root(settings)
+    out = []
+    if not root.is_dir():
+        return out
+    for folder in sorted(root.iterdir()):
+        if not (folder / DB_FILE).is_file() or not NAME_PATTERN.fullmatch(folder.name):
+            continue
+        meta = Metadata(folder / DB_FILE)
+        try:
+            info = meta.info()
+            if "model" not in info:
+                continue
+            out.append({
+                "name": folder.name,
+                "count": meta.count(),
+                "model": info["model"],
+                "input_size": int(info["input_size"]),
+                "created_at": float(info.get("created_at", 0.0)),
+            })
+        finally:
+            meta.close()
+    return out
+
+
+def upright_size(image) -> tuple[int, int]:  # noqa: ANN001 - a lazily opened PIL image
+    """Width and height after EXIF rotation, read from the header (no pixels decoded)."""
+    width, height = image.size
+    try:
+        orientation = image.getexif().get(0x0112, 1)
+    except Exception:  # noqa: BLE001 - unreadable EXIF: keep the stored orientation
+        orientation = 1
+    return (height, width) if orientation in (5, 6, 7, 8) else (width, height)
+
+
+@dataclass(frozen=True)
+class SearchResult:
+    record: ImageRecord
+    cosine: float
+    score: float
+    verdict: str
+
+    def to_dict(self) -> dict:
+        return {
+            "id": self.record.id,
+            "path": self.record.path,
+            "filename": self.record.filename,
+            "cosine": self.cosine,
+            "score": self.score,
+            "verdict": self.verdict,
+        }
+
+
+class Catalog:
+    """Open (or create) the catalog ``name`` under ``settings.data_dir/catalogs``."""
+
+    def __init__(self, name: str, settings: Settings, *, model: str | None = None, input_size: int | None = None,
+                 preprocess: str | None = None, create: bool = True) -> None:
+        self.name = check_name(name)
+        self.settings = settings
+        self.root = catalog_dir(name, settings)
+        if not (self.root / DB_FILE).is_file():
+            if not create:
+                raise NotFoundError(f"catalog {name!r} does not exist")
+            self.root.mkdir(parents=True, exist_ok=True)
+        self.meta = Metadata(self.root / DB_FILE)
+        self._lock = threading.RLock()
+        self._last_flush = time.monotonic()
+        self._dirty = False
+        info = self.meta.info()
+        if "model" not in info:
+            spec = resolve_model(model or settings.default_model)
+            size = check_input_size(input_size or settings.input_size or spec.default_size,
+                                    settings.allowed_input_sizes, spec)
+            mode = preprocess or settings.preprocess or spec.preprocessing.mode
+            self.meta.set_info(model=spec.name, input_size=size, preprocess=mode, dim=spec.dim,
+                               index_factory="Flat", created_at=time.time())
+            info = self.meta.info()
+        else:
+            self._check_model(info, model, input_size)
+        self.model = info["model"]
+        self.input_size = int(info["input_size"])
+        self.preprocess = info["preprocess"]
+        self.dim = int(info["dim"])
+        self.factory = info["index_factory"]
+        self.created_at = float(info["created_at"])
+        self.store = self._open_store()
+        self._data_version = self.meta.data_version()
+        self.reconciled = self.reconcile()
+        self._embedder = None
+
+    # --- opening and consistency ---------------------------------------------------------
+    def _check_model(self, info: dict, model: str | None, input_size: int | None) -> None:
+        if model and resolve_model(model).name != info["model"]:
+            raise ConflictError(
+                f"catalog {self.name!r} was built with {info['model']}; it cannot take {model} vectors "
+                "(use another catalog name)"
+            )
+        if input_size and int(input_size) != int(info["input_size"]):
+            raise ConflictError(f"catalog {self.name!r} uses input size {info['input_size']}, not {input_size}")
+
+    def _open_store(self) -> VectorStore:
+        if self.settings.store != "faiss":  # a server-grade store (the [scale] extra): see catalog/stores.py
+            from .stores import open_store
+
+            return open_store(self.settings, self.root, self.dim, factory=self.factory)
+        path = self.root / INDEX_FILE
+        try:
+            return FaissStore.open(path, self.dim, self.factory, self.settings.catalog_search_params)
+        except Exception:  # noqa: BLE001 - an unreadable index is only a cache: rebuild it from SQLite
+            path.unlink(missing_ok=True)
+            return FaissStore(self.dim, self.factory, path=path, search_params=self.settings.catalog_search_params)
+
+    def reconcile(self) -> tuple[int, int]:
+        """Make the index hold exactly SQLite's ids; returns (vectors re-added, vectors dropped)."""
+        with self._lock:
+            db_ids = self.meta.all_ids()
+            store_ids = self.store.ids()
+            extra = np.setdiff1d(store_ids, db_ids, assume_unique=True)
+            missing = np.setdiff1d(db_ids, store_ids, assume_unique=True)
+            if len(extra):
+                self.store.remove(extra.tolist())
+            if len(missing) and not self.store.is_trained:  # an IVF index lost: retrain it from SQLite
+                try:
+                    self._rebuild(self.factory)
+                except ValueError:  # too few vectors to train it: exact search meanwhile
+                    self._rebuild("Flat")
+                return len(db_ids), len(extra)
+            for start in range(0, len(missing), 4096):
+                chunk = missing[start : start + 4096]
+                self.store.add(chunk, self.meta.vectors(chunk, self.dim))
+            if len(extra) or len(missing):
+                self.store.flush()
+            return len(missing), len(extra)
+
+    def refresh(self) -> bool:
+        """Pick up rows another process committed (a CLI indexer next to the server)."""
+        version = self.meta.data_version()
+        if version == self._data_version:
+            return False
+        with self._lock:
+            self._data_version = version
+            info = self.meta.info()
+            if info.get("index_factory", self.factory) != self.factory:  # it switched index type: reload
+                self.factory = info["index_factory"]
+                self.store = self._open_store()
+            self.reconcile()
+        return True
+
+    def check_consistency(self) -> None:
+        """Raise if SQLite and the index disagree (tests and ``lookalike catalogs --check``)."""
+        db_ids = self.meta.all_ids()
+        store_ids = np.sort(self.store.ids())
+        if not np.array_equal(db_ids, store_ids):
+            raise AssertionError(f"{len(db_ids)} rows vs {len(store_ids)} vectors")
+        for start in range(0, len(db_ids), 4096):
+            chunk = db_ids[start : start + 4096]
+            if not np.allclose(self.store.get(chunk), self.meta.vectors(chunk, self.dim), atol=1e-2):
+                raise AssertionError("index vectors differ from the committed ones")
+
+    # --- models and verdicts ---------------------------------------------------------------
+    def embedder(self, pool=None):  # noqa: ANN001, ANN201 - EmbedderPool / ModelEmbedder
+        """The embedder this catalog's vectors came from (same model, size and preprocessing)."""
+        spec = resolve_model(self.model)
+        if pool is not None and (self.settings.preprocess or spec.preprocessing.mode) == self.preprocess:
+            return pool.get(self.model, self.input_size)
+        if self._embedder is None:
+            from ..embed import create_embedder
+
+            self._embedder = create_embedder(self.model, input_size=self.input_size, preprocess=self.preprocess,
+                                             settings=self.settings)
+        return self._embedder
+
+    @property
+    def thresholds(self) -> Thresholds:
+        return thresholds_for(self.model, self.input_size, self.settings)
+
+    # --- writes ------------------------------------------------------------------------------
+    def add_embedded(self, rows: Sequence[NewImage], vectors: np.ndarray, *, replace_ids: Sequence[int] = ()) -> list[int]:
+        """Commit rows + vectors (one SQLite transaction), then add them to the index."""
+        with self._lock:
+            ids = self.meta.insert(rows, vectors, self.model, replace_ids=replace_ids)
+            if replace_ids:
+                self.store.remove(list(replace_ids))
+            self.store.add(ids, vectors)
+            self._dirty = True
+            return ids
+
+    def add_uploads(self, uploads: Sequence[tuple[str, bytes]], pool=None) -> tuple[list[dict], list[dict]]:  # noqa: ANN001
+        """API uploads: keep the original bytes under ``files/``; same bytes already here -> 'exists'."""
+        embedder = self.embedder(pool)
+        added, errors, todo = [], [], []
+        seen: dict[str, int] = {}
+        for filename, data in uploads:
+            name = Path(filename or "upload").name or "upload"
+            try:
+                read_source_bytes(data, embedder.limits)
+                digest = content_hash(data)
+                existing = self.meta.by_hash(digest)
+                if existing is not None or digest in seen:
+                    image_id = existing.id if existing is not None else seen[digest]
+                    added.append({"id": image_id, "filename": name, "content_hash": digest, "status": "exists"})
+                    continue
+                width, height = upright_size(open_checked(data, embedder.limits))
+                vector = embedder.encode_decoded([embedder.load(data)])[0]
+            except LookalikeError as exc:
+                errors.append({"filename": name, "error": exc.message})
+                continue
+            path = self._store_upload(digest, name, data)
+            row = NewImage(str(path), name, digest, len(data), width, height, None)
+            ids = self.add_embedded([row], vector[None, :])
+            seen[digest] = ids[0]
+            todo.append(ids[0])
+            added.append({"id": ids[0], "filename": name, "content_hash": digest, "status": "added"})
+        if todo:
+            self.maybe_flush()
+        return added, errors
+
+    def _store_upload(self, digest: str, filename: str, data: bytes) -> Path:
+        suffix = Path(filename).suffix.lower()
+        suffix = suffix if re.fullmatch(r"\.[a-z0-9]{1,5}", suffix or "") else ".bin"
+        folder = self.root / "files"
+        folder.mkdir(exist_ok=True)
+        final = folder / f"{digest}{suffix}"
+        if not final.exists():
+            tmp = final.with_name(final.name + ".tmp")
+            tmp.write_bytes(data)
+            fsync_replace(tmp, final)
+        return final
+
+    def remove(self, ids: Sequence[int]) -> int:
+        """Delete rows (and uploaded originals nobody else uses, and thumbnails)."""
+        with self._lock:
+            records = self.meta.get_many(ids)
+            if not records:
+                return 0
+            self.meta.delete(records)
+            self.store.remove(list(records))
+            self._dirty = True
+            for record in records.values():
+                for thumb in (self.root / "thumbs").glob(f"{record.id}_*.jpg"):
+                    thumb.unlink(missing_ok=True)
+                if record.path and Path(record.path).parent == self.root / "files" \
+                        and self.meta.by_hash(record.content_hash) is None:
+                    Path(record.path).unlink(missing_ok=True)
+            self.maybe_flush()
+            return len(records)
+
+    # --- reads -------------------------------------------------------------------------------
+    def __len__(self) -> int:
+        return self.meta.count()
+
+    def get(self, image_id: int) -> ImageRecord:
+        record = self.meta.get(image_id)
+        if record is None:
+            raise NotFoundError(f"no image {image_id} in catalog {self.name!r}")
+        return record
+
+    def vector(self, image_id: int) -> np.ndarray:
+        self.get(image_id)
+        return self.meta.vectors([image_id], self.dim)[0]
+
+    def search(self, vectors: np.ndarray, k: int = 10, *, query_hash: str | None = None,
+               exclude_id: int | None = None) -> list[list[SearchResult]]:
+        """Top-k per query row with score and verdict (``exact`` when the bytes are the same)."""
+        vectors = np.asarray(vectors, dtype=np.float32).reshape(-1, self.dim)
+        fetch = k + (1 if exclude_id is not None else 0)
+        with self._lock:
+            hits = self.store.search(vectors, fetch)
+        records = self.meta.get_many({h.id for row in hits for h in row})
+        thresholds = self.thresholds
+        out = []
+        for row in hits:
+            results = []
+            for hit in row:
+                record = records.get(hit.id)
+                if record is None or hit.id == exclude_id:
+                    continue
+                cos = float(min(1.0, max(-1.0, hit.cosine)))
+                score = float(normalized_score(cos))
+                same = query_hash is not None and record.content_hash == query_hash
+                results.append(SearchResult(record, cos, score, thresholds.tier(score, exact=same).value))
+            out.append(results[:k])
+        return out
+
+    def describe(self) -> dict:
+        return {"name": self.name, "count": len(self), "model": self.model, "input_size": self.input_size,
+                "created_at": self.created_at}
+
+    def thumbnail(self, image_id: int, size: int = 256) -> Path:
+        """A JPEG thumbnail whose long side is ``size``, made once and kept under ``thumbs/``."""
+        if size not in THUMB_SIZES:
+            raise LookalikeError(f"thumbnail size must be {THUMB_SIZES.start}..{THUMB_SIZES.stop - 1}",
+                                 status=422, code="bad_thumbnail_size")
+        record = self.get(image_id)
+        final = self.root / "thumbs" / f"{image_id}_{size}.jpg"
+        if final.is_file():
+            return final
+        from ..imaging import load_image
+
+        image = load_image(self.original_path(record), draft_side=size)
+        image.thumbnail((size, size))
+        final.parent.mkdir(exist_ok=True)
+        tmp = final.with_name(f"{final.name}.{threading.get_ident()}.tmp")
+        image.save(tmp, "JPEG", quality=85)
+        tmp.replace(final)
+        return final
+
+    def original_path(self, record: ImageRecord) -> Path:
+        if not record.path or not Path(record.path).is_file():
+            raise NotFoundError(f"the original of image {record.id} is no longer at {record.path}")
+        return Path(record.path)
+
+    # --- persistence -------------------------------------------------------------------------
+    def flush(self) -> None:
+        """Save the index (switching to the large-catalog index type once past the flat limit)."""
+        with self._lock:
+            large = self.settings.catalog_index_factory
+            if (isinstance(self.store, FaissStore) and self.factory == "Flat"
+                    and len(self.store) > self.settings.catalog_flat_max and large != "Flat"):
+                self._rebuild(large)
+            else:
+                self.store.flush()
+            self._dirty = False
+            self._last_flush = time.monotonic()
+
+    def maybe_flush(self, min_interval_s: float = 30.0) -> None:
+        """Save the index when it is worth it; SQLite already holds everything, so this is only speed."""
+        if self._dirty and (len(self) < 50_000 or time.monotonic() - self._last_flush >= min_interval_s):
+            self.flush()
+
+    def _rebuild(self, factory: str, train_max: int = 200_000) -> None:
+        """Build a fresh index of type ``factory`` from the committed vectors, then swap it in."""
+        fresh = FaissStore(self.dim, factory, path=self.root / INDEX_FILE,
+                           search_params=self.settings.catalog_search_params)
+        if not fresh.is_trained:
+            sample = []
+            taken = 0
+            for _, vecs in self.meta.iter_vectors(self.dim):
+                sample.append(vecs)
+                taken += len(vecs)
+                if taken >= train_max:
+                    break
+            fresh.train(np.concatenate(sample) if sample else np.zeros((0, self.dim), np.float32))
+        for ids, vecs in self.meta.iter_vectors(self.dim):
+            fresh.add(ids, vecs)
+        fresh.flush()
+        self.meta.set_info(index_factory=factory)
+        self.store, self.factory = fresh, factory
+
+    def close(self) -> None:
+        with self._lock:
+            if self._dirty:
+                self.flush()
+            self.meta.close()
+
+    def __enter__(self) -> "Catalog":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -1,0 +1,190 @@
+"""Catalog commands: ``index``, ``search``, ``dedup``, ``catalogs`` (thin adapters over lookalike.catalog)."""
+
+from __future__ import annotations
+
+import json
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.progress import (BarColumn, MofNCompleteColumn, Progress, ProgressColumn, TaskProgressColumn, TextColumn,
+                           TimeElapsedColumn, TimeRemainingColumn)
+from rich.table import Table
+from rich.text import Text
+
+from .config import get_settings
+from .errors import LookalikeError
+
+console = Console()
+err_console = Console(stderr=True)
+
+CatalogOpt = Annotated[str, typer.Option("--catalog", "-c", help="catalog name (letters, digits, - and _)")]
+
+
+def _fail(exc: LookalikeError) -> None:
+    err_console.print(f"[red]error:[/red] {exc.message}")
+    raise typer.Exit(2)
+
+
+class _RateColumn(ProgressColumn):
+    """Images per second over the whole run (steadier than Rich's windowed speed)."""
+
+    def render(self, task) -> Text:  # noqa: ANN001
+        elapsed = task.elapsed or 0.0
+        rate = task.completed / elapsed if elapsed > 0 else 0.0
+        return Text(f"{rate:6.1f} img/s", style="progress.data.speed")
+
+
+def index(
+    folder: Annotated[Path, typer.Argument(help="folder to index (recursively)", exists=True, file_okay=False)],
+    catalog: CatalogOpt,
+    model: Annotated[Optional[str], typer.Option("--model", "-m", help="model for a new catalog")] = None,
+    size: Annotated[Optional[int], typer.Option("--size", "-s", help="input size for a new catalog")] = None,
+    keep_vanished: Annotated[bool, typer.Option("--keep-vanished", help="keep rows of files no longer there")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="print the report as JSON")] = False,
+) -> None:
+    """Index a folder into a catalog: new and changed images are embedded, unchanged ones skipped."""
+    from .catalog.catalog import Catalog
+    from .catalog.indexer import index_folder
+
+    settings = get_settings()
+    try:
+        with Catalog(catalog, settings, model=model, input_size=size) as cat:
+            with Progress(TextColumn("[bold]indexing"), BarColumn(), MofNCompleteColumn(), TaskProgressColumn(),
+                          _RateColumn(), TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
+                          console=err_console, transient=as_json, disable=as_json) as bar:
+                task = bar.add_task("index", total=None)
+
+                def progress(p) -> None:  # noqa: ANN001
+                    bar.update(task, total=p.total, completed=p.done)
+
+                report = index_folder(folder, cat, remove_vanished=not keep_vanished, progress=progress)
+            total = len(cat)
+    except LookalikeError as exc:
+        _fail(exc)
+    if as_json:
+        print(json.dumps(report.to_dict() | {"catalog_size": total}, indent=2))
+        return
+    console.print(
+        f"catalog [bold]{report.catalog}[/bold]: {report.added} added, {report.changed} changed, "
+        f"{report.unchanged} unchanged, {report.duplicates} exact copies (no inference), "
+        f"{report.removed} removed, {len(report.errors)} unreadable; {total} images in the catalog"
+    )
+    console.print(
+        f"{report.embedded} embedded in {report.elapsed_s:.1f} s ({report.images_per_s:.1f} img/s); stage seconds: "
+        + ", ".join(f"{k} {v:.1f}" for k, v in report.timings.items())
+    )
+    if report.errors:
+        table = Table(title="unreadable files (skipped)")
+        table.add_column("file")
+        table.add_column("reason")
+        for path, reason in report.errors:
+            table.add_row(path, reason)
+        console.print(table)
+
+
+def search(
+    image: Annotated[Path, typer.Argument(help="query image", exists=True, dir_okay=False)],
+    catalog: CatalogOpt,
+    k: Annotated[int, typer.Option("-k", "--top", min=1, max=1000, help="how many results")] = 10,
+    as_json: Annotated[bool, typer.Option("--json", help="print one JSON object")] = False,
+) -> None:
+    """The k catalog images most similar to IMAGE."""
+    from .catalog.catalog import Catalog
+    from .imaging import content_hash
+
+    settings = get_settings()
+    try:
+        with Catalog(catalog, settings, create=False) as cat:
+            data = image.read_bytes()
+            started = time.perf_counter()
+            vector = cat.embedder().encode([data])
+            results = cat.search(vector, k, query_hash=content_hash(data))[0]
+            elapsed_ms = (time.perf_counter() - started) * 1000
+            model, size, thresholds = cat.model, cat.input_size, cat.thresholds
+    except LookalikeError as exc:
+        _fail(exc)
+    if as_json:
+        print(json.dumps({"query": {"id": None, "filename": image.name}, "model": model, "input_size": size,
+                          "results": [r.to_dict() for r in results]}, indent=2))
+        return
+    table = Table(title=f"{image.name} in catalog {catalog} ({model}@{size}, {elapsed_ms:.0f} ms)")
+    for column, justify in (("#", "right"), ("id", "right"), ("score", "right"), ("cosine", "right"),
+                            ("verdict", "left"), ("path", "left")):
+        table.add_column(column, justify=justify)  # type: ignore[arg-type]
+    for rank, r in enumerate(results, 1):
+        table.add_row(str(rank), str(r.record.id), f"{r.score:.4f}", f"{r.cosine:.4f}", r.verdict, r.record.path or "")
+    console.print(table)
+    console.print(f"verdict thresholds (score): near_duplicate >= {thresholds.near_duplicate:.3f}, "
+                  f"similar >= {thresholds.similar:.3f} ({thresholds.source})")
+
+
+def dedup(
+    catalog: CatalogOpt,
+    threshold: Annotated[Optional[float], typer.Option("--threshold", "-t", min=0.0, max=1.0,
+                                                       help="score (cos+1)/2; default: the near-duplicate line")] = None,
+    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="write clusters to FILE.csv or FILE.json")] = None,
+    show: Annotated[int, typer.Option("--show", help="clusters to print")] = 10,
+) -> None:
+    """Group the catalog into near-duplicate clusters and say which image of each to keep."""
+    from .catalog.catalog import Catalog
+    from .catalog.dedup import find_duplicates
+
+    settings = get_settings()
+    try:
+        with Catalog(catalog, settings, create=False) as cat:
+            started = time.perf_counter()
+            report = find_duplicates(cat, threshold)
+            elapsed = time.perf_counter() - started
+            size = len(cat)
+    except LookalikeError as exc:
+        _fail(exc)
+    exact = sum(c.tier == "exact" for c in report.clusters)
+    members = sum(len(c.members) for c in report.clusters)
+    console.print(
+        f"{len(report.clusters)} clusters ({exact} exact, {len(report.clusters) - exact} near-duplicate) "
+        f"covering {members} of {size} images at score >= {report.threshold:.3f} ({elapsed:.2f} s); "
+        f"{members - len(report.clusters)} could be removed"
+    )
+    if report.clusters and show:
+        table = Table(title=f"largest {min(show, len(report.clusters))} clusters (* = keep)")
+        for column in ("cluster", "tier", "size", "min score", "members"):
+            table.add_column(column)
+        for c in report.clusters[:show]:
+            ordered = sorted(c.members, key=lambda m: m.id != c.keep)  # the kept one first
+            names = ", ".join(("*" if m.id == c.keep else "") + Path(m.path or m.filename).name for m in ordered[:6])
+            if len(ordered) > 6:
+                names += f", ... (+{len(ordered) - 6})"
+            low = min((p.score for p in c.pairs), default=1.0)
+            table.add_row(str(c.cluster_id), c.tier, str(len(c.members)), f"{low:.3f}", names)
+        console.print(table)
+    if out is not None:
+        console.print(f"wrote {report.write(out)}")
+
+
+def catalogs(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """The catalogs under the data folder."""
+    from .catalog.catalog import catalogs_root, list_catalogs
+
+    settings = get_settings()
+    rows = list_catalogs(settings)
+    if as_json:
+        print(json.dumps(rows, indent=2))
+        return
+    table = Table(title=f"catalogs in {catalogs_root(settings)}")
+    for column in ("name", "images", "model", "input size", "created"):
+        table.add_column(column)
+    for row in rows:
+        created = datetime.fromtimestamp(row["created_at"], tz=timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+        table.add_row(row["name"], str(row["count"]), row["model"], str(row["input_size"]), created)
+    console.print(table)
+
+
+def register(app: typer.Typer) -> None:
+    app.command()(index)
+    app.command()(search)
+    app.command()(dedup)
+    app.command()(catalogs)
