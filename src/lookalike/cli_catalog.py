@@ -102,7 +102,7 @@ def search(
             data = image.read_bytes()
             started = time.perf_counter()
             vector = cat.embedder().encode([data])
-            results = cat.search(vector, k, query_hash=content_hash(data))[0]
+            results = cat.search(vector, k, query_hash=content_hash(data), query_image=data)[0]
             elapsed_ms = (time.perf_counter() - started) * 1000
             model, size, thresholds = cat.model, cat.input_size, cat.thresholds
     except LookalikeError as exc:

@@ -74,21 +74,48 @@ def _fit(kp_a, des_a, kp_b, des_b) -> int:
     return int(mask.sum()) if mask is not None else 0
 
 
-def geometric_check(a: Image.Image, b: Image.Image, *, try_flip: bool = True) -> GeometryResult:
-    """How much of A maps onto B (or onto B mirrored) by one similarity transform."""
-    gray_a = _gray(a)
-    kp_a, des_a = _features(gray_a)
-    gray_b = _gray(b)
-    kp_b, des_b = _features(gray_b)
-    n = max(1, min(len(kp_a), len(kp_b)))
-    inliers = _fit(kp_a, des_a, kp_b, des_b)
+@dataclass(frozen=True)
+class LocalFeatures:
+    """ORB keypoints of one image and of its mirror: computed once, matched against many."""
+
+    keypoints: tuple
+    descriptors: np.ndarray | None
+    mirror_keypoints: tuple
+    mirror_descriptors: np.ndarray | None
+
+
+def local_features(image: Image.Image, *, with_mirror: bool = True) -> LocalFeatures:
+    gray = _gray(image)
+    kp, des = _features(gray)
+    if not with_mirror:
+        return LocalFeatures(kp, des, (), None)
+    kp_m, des_m = _features(np.ascontiguousarray(gray[:, ::-1]))
+    return LocalFeatures(kp, des, kp_m, des_m)
+
+
+def load_features(source, limits=None) -> LocalFeatures:  # noqa: ANN001 - anything load_image reads
+    from .imaging import DEFAULT_LIMITS, load_image
+
+    image = source if isinstance(source, Image.Image) else load_image(source, limits or DEFAULT_LIMITS,
+                                                                       draft_side=MAX_SIDE)
+    return local_features(image)
+
+
+def match_features(a: LocalFeatures, b: LocalFeatures) -> GeometryResult:
+    """How much of A maps onto B (or onto B mirrored, when B's mirror was computed)."""
+    n = max(1, min(len(a.keypoints), len(b.keypoints)))
+    inliers = _fit(a.keypoints, a.descriptors, b.keypoints, b.descriptors)
     flipped = False
-    if try_flip:
-        kp_f, des_f = _features(np.ascontiguousarray(gray_b[:, ::-1]))
-        inliers_f = _fit(kp_a, des_a, kp_f, des_f)
+    if b.mirror_descriptors is not None:
+        inliers_f = _fit(a.keypoints, a.descriptors, b.mirror_keypoints, b.mirror_descriptors)
         if inliers_f > inliers:
             inliers, flipped = inliers_f, True
     return GeometryResult(inliers, n, inliers / n, flipped)
+
+
+def geometric_check(a: Image.Image, b: Image.Image, *, try_flip: bool = True) -> GeometryResult:
+    """How much of A maps onto B (or onto B mirrored) by one similarity transform."""
+    return match_features(local_features(a, with_mirror=False), local_features(b, with_mirror=try_flip))
 
 
 # Chosen on the DEV pairs' copies, the generated harder copies and the DEV groups' other shots

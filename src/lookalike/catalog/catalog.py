@@ -9,6 +9,7 @@ two agree again and nothing committed is lost.
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import threading
 import time
@@ -20,7 +21,7 @@ import numpy as np
 
 from ..config import Settings
 from ..errors import ConflictError, LookalikeError, NotFoundError
-from ..imaging import content_hash, open_checked, read_source_bytes
+from ..imaging import ImageLimits, content_hash, open_checked, read_source_bytes
 from ..models.registry import check_input_size, resolve_model
 from ..similarity import Thresholds, normalized_score, thresholds_for
 from .faiss_store import FaissStore, fsync_replace
@@ -319,8 +320,13 @@ class Catalog:
         return self.meta.vectors([image_id], self.dim)[0]
 
     def search(self, vectors: np.ndarray, k: int = 10, *, query_hash: str | None = None,
-               exclude_id: int | None = None) -> list[list[SearchResult]]:
-        """Top-k per query row with score and verdict (``exact`` when the bytes are the same)."""
+               exclude_id: int | None = None, query_image=None) -> list[list[SearchResult]]:  # noqa: ANN001
+        """Top-k per query row with score and verdict (``exact`` when the bytes are the same).
+
+        With ``query_image`` (one query) and ``settings.geometric_check``, the first
+        ``VERIFY_TOP`` results that the score calls a copy or similar are re-decided by the local
+        feature check, so another shot of the same thing reads ``similar``, not ``near_duplicate``.
+        """
         vectors = np.asarray(vectors, dtype=np.float32).reshape(-1, self.dim)
         fetch = k + (1 if exclude_id is not None else 0)
         with self._lock:
@@ -339,7 +345,32 @@ class Catalog:
                 same = query_hash is not None and record.content_hash == query_hash
                 results.append(SearchResult(record, cos, score, thresholds.tier(score, exact=same).value))
             out.append(results[:k])
+        if query_image is not None and self.settings.geometric_check and len(out) == 1:
+            out[0] = self._verify_tiers(query_image, out[0], thresholds)
         return out
+
+    VERIFY_TOP = 10
+
+    def _verify_tiers(self, query_image, results: list[SearchResult], thresholds: Thresholds) -> list[SearchResult]:  # noqa: ANN001
+        from ..geometry import decide_tier, load_features, match_features
+        from ..similarity import Tier
+
+        todo = [i for i, r in enumerate(results[: self.VERIFY_TOP])
+                if r.verdict in (Tier.NEAR_DUPLICATE.value, Tier.SIMILAR.value)]
+        if not todo:
+            return results
+        limits = ImageLimits.from_settings(self.settings)
+        query = load_features(query_image, limits)
+        verified = list(results)
+        for i in todo:
+            result = results[i]
+            try:
+                candidate = load_features(self.original_path(result.record), limits)
+            except LookalikeError:  # the file vanished or changed since indexing: keep the score's tier
+                continue
+            tier = decide_tier(result.score, thresholds, match_features(query, candidate))
+            verified[i] = dataclasses.replace(result, verdict=tier.value)
+        return verified
 
     def describe(self) -> dict:
         return {"name": self.name, "count": len(self), "model": self.model, "input_size": self.input_size,

@@ -14,6 +14,7 @@ any other is ``near_duplicate``.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -94,8 +95,13 @@ class DuplicateReport:
 
 
 def find_duplicates(catalog: Catalog, threshold: float | None = None, *, keep: KeepRule = keep_largest,
-                    batch_size: int = 1024) -> DuplicateReport:
-    """Clusters of images with score >= ``threshold`` (default: the model's near-duplicate line)."""
+                    batch_size: int = 1024, verify: bool | None = None) -> DuplicateReport:
+    """Clusters of images with score >= ``threshold`` (default: the model's near-duplicate line).
+
+    ``verify`` (default: ``settings.geometric_check``) keeps only the edges that the local-feature
+    check confirms as an edited copy: without it, other shots of one product (or look-alike packs)
+    chain into large clusters, since no score line separates them from copies.
+    """
     from scipy.sparse import coo_matrix
     from scipy.sparse.csgraph import connected_components
 
@@ -121,6 +127,12 @@ def find_duplicates(catalog: Catalog, threshold: float | None = None, *, keep: K
     edges: dict[tuple[int, int], float] = {}
     for r, c, cos in zip(rows, cols, cosines):
         edges[(int(ids[r]), int(ids[c]))] = min(1.0, float(cos))
+    verify = catalog.settings.geometric_check if verify is None else verify
+    if verify and edges:
+        line = dataclasses.replace(thresholds, near_duplicate=threshold, similar=min(threshold, thresholds.similar))
+        edges = _verified(catalog, edges, line)
+        rows = [position[a] for a, _ in edges]
+        cols = [position[b] for _, b in edges]
     for group in catalog.meta.exact_groups():  # same bytes: always one cluster, whatever the vectors say
         for a, b in zip(group, group[1:]):
             if a in position and b in position:
@@ -137,8 +149,9 @@ def find_duplicates(catalog: Catalog, threshold: float | None = None, *, keep: K
     for p in np.flatnonzero(sizes[labels] > 1):
         by_label.setdefault(int(labels[p]), []).append(int(ids[p]))
     records = catalog.meta.get_many([i for members in by_label.values() for i in members])
+    linked = set(edges) if verify else None
     stars = [star for member_ids in by_label.values()
-             for star in _stars([records[i] for i in member_ids], catalog, min_cosine, keep)]
+             for star in _stars([records[i] for i in member_ids], catalog, min_cosine, keep, linked)]
     clusters = []
     for kept, members, cosines in sorted(stars, key=lambda s: (-len(s[1]), s[0].id)):
         inside = {m.id for m in members}
@@ -156,8 +169,47 @@ def find_duplicates(catalog: Catalog, threshold: float | None = None, *, keep: K
     return DuplicateReport(catalog.name, threshold, clusters)
 
 
-def _stars(members: list[ImageRecord], catalog: Catalog, min_cosine: float, keep: KeepRule):
-    """Split one connected component into (kept, members, cosine to kept) stars of size >= 2."""
+def _verified(catalog: Catalog, edges: dict[tuple[int, int], float], line) -> dict[tuple[int, int], float]:  # noqa: ANN001
+    """The edges whose two images pass the geometric copy check (features computed once per image)."""
+    from ..errors import LookalikeError
+    from ..geometry import decide_tier, load_features, match_features
+    from ..imaging import ImageLimits
+    from ..similarity import Tier
+
+    limits = ImageLimits.from_settings(catalog.settings)
+    records = catalog.meta.get_many({i for pair in edges for i in pair})
+    features: dict[int, object] = {}
+
+    def features_of(image_id: int):  # noqa: ANN202
+        if image_id not in features:
+            try:
+                features[image_id] = load_features(catalog.original_path(records[image_id]), limits)
+            except LookalikeError:  # file gone or changed since indexing: trust the score alone
+                features[image_id] = None
+        return features[image_id]
+
+    kept = {}
+    for (a, b), cos in edges.items():
+        if records[a].content_hash == records[b].content_hash:
+            kept[(a, b)] = cos
+            continue
+        fa, fb = features_of(a), features_of(b)
+        if fa is None or fb is None:
+            kept[(a, b)] = cos
+            continue
+        score = float(normalized_score(cos))
+        if decide_tier(score, line, match_features(fa, fb)) is Tier.NEAR_DUPLICATE:
+            kept[(a, b)] = cos
+    return kept
+
+
+def _stars(members: list[ImageRecord], catalog: Catalog, min_cosine: float, keep: KeepRule,
+           linked: set[tuple[int, int]] | None = None):
+    """Split one connected component into (kept, members, cosine to kept) stars of size >= 2.
+
+    With ``linked`` (verified edges), a member joins the kept image's star only through a verified
+    edge to it (or the same bytes).
+    """
     vectors = catalog.meta.vectors([m.id for m in members], catalog.dim)
     # neighbours within the threshold break ties of the keep rule (among equal resolutions, the
     # most central image keeps the most copies together); skipped for giant components
@@ -173,8 +225,14 @@ def _stars(members: list[ImageRecord], catalog: Catalog, min_cosine: float, keep
             centre = members.index(best)
         cosines = vectors[left] @ vectors[centre]
         hashes = members[centre].content_hash
-        take = [j for j, c in zip(left, cosines) if c >= min_cosine - 1e-6 or members[j].content_hash == hashes]
+        take = [j for j, c in zip(left, cosines)
+                if (c >= min_cosine - 1e-6 and _linked(linked, members[j].id, members[centre].id))
+                or members[j].content_hash == hashes]
         chosen = {j: float(min(1.0, c)) for j, c in zip(left, cosines) if j in set(take)}
         if len(take) > 1:
             yield members[centre], [members[j] for j in take], [chosen[j] for j in take]
         left = [j for j in left if j not in chosen]
+
+
+def _linked(linked: set[tuple[int, int]] | None, a: int, b: int) -> bool:
+    return linked is None or a == b or (min(a, b), max(a, b)) in linked

@@ -227,7 +227,8 @@ async def search(
         record = catalog.get(id)
         vector = catalog.vector(id)
         results = await gate.run(
-            lambda: catalog.search(vector[None], count, query_hash=record.content_hash, exclude_id=id)[0])
+            lambda: catalog.search(vector[None], count, query_hash=record.content_hash, exclude_id=id,
+                                   query_image=catalog.original_path(record))[0])
         query = {"id": id, "filename": record.filename}
     else:
         data = await read_upload(image, settings, "image")
@@ -235,7 +236,7 @@ async def search(
         def run() -> list:
             embedder = catalog.embedder(pool)
             vector = embedder.encode([data])
-            return catalog.search(vector, count, query_hash=content_hash(data))[0]
+            return catalog.search(vector, count, query_hash=content_hash(data), query_image=data)[0]
 
         results = await gate.run(run)
         query = {"id": None, "filename": image.filename}
