@@ -39,14 +39,23 @@ class _RateColumn(ProgressColumn):
 
 
 def index(
-    folder: Annotated[Path, typer.Argument(help="folder to index (recursively)", exists=True, file_okay=False)],
+    folder: Annotated[Path, typer.Argument(help="folder to index (recursively), or with --engine ray a list file "
+                                           "of image paths", exists=True)],
     catalog: CatalogOpt,
     model: Annotated[Optional[str], typer.Option("--model", "-m", help="model for a new catalog")] = None,
     size: Annotated[Optional[int], typer.Option("--size", "-s", help="input size for a new catalog")] = None,
     keep_vanished: Annotated[bool, typer.Option("--keep-vanished", help="keep rows of files no longer there")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="print the report as JSON")] = False,
+    engine: Annotated[str, typer.Option("--engine", help="'local' (threads) or 'ray' (Ray Data actors)")] = "local",
+    workers: Annotated[Optional[int], typer.Option("--workers", help="Ray embedding actors")] = None,
+    ray_address: Annotated[Optional[str], typer.Option("--ray-address", help="Ray cluster (default: local)")] = None,
 ) -> None:
     """Index a folder into a catalog: new and changed images are embedded, unchanged ones skipped."""
+    if engine not in ("local", "ray"):
+        _fail(LookalikeError(f"--engine must be 'local' or 'ray', not {engine!r}", code="bad_engine"))
+    if engine == "local" and folder.is_file():
+        _fail(LookalikeError(f"{folder} is a file: the local engine indexes folders (a list file needs --engine ray)",
+                             code="bad_source"))
     from .catalog.catalog import Catalog
     from .catalog.indexer import index_folder
 
@@ -61,7 +70,13 @@ def index(
                 def progress(p) -> None:  # noqa: ANN001
                     bar.update(task, total=p.total, completed=p.done)
 
-                report = index_folder(folder, cat, remove_vanished=not keep_vanished, progress=progress)
+                if engine == "ray":
+                    from .distributed import index_with_ray
+
+                    report = index_with_ray(folder, cat, workers=workers, address=ray_address,
+                                            remove_vanished=not keep_vanished, progress=progress)
+                else:
+                    report = index_folder(folder, cat, remove_vanished=not keep_vanished, progress=progress)
             total = len(cat)
     except LookalikeError as exc:
         _fail(exc)
