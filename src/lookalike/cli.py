@@ -8,6 +8,7 @@ from typing import Annotated, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from .config import get_settings
@@ -67,7 +68,7 @@ def compare(
     console.print(f"[bold]{image_a.name}[/bold] vs [bold]{image_b.name}[/bold]  ({result.model} @ {result.input_size}px)")
     console.print(f"  score    {result.score:.4f}   (cosine {result.cosine:+.4f})")
     console.print(f"  verdict  [{colour}]{result.tier.value}[/{colour}]   "
-                  f"match >= {result.thresholds.match:.4f} ({result.thresholds.source})")
+                  f"match >= {result.thresholds.match:.4f} ({escape(result.thresholds.source)})")
     console.print(f"  time     {result.timing_ms['total']:.1f} ms "
                   f"(decode {result.timing_ms['decode']:.1f}, embed {result.timing_ms['embed']:.1f})")
 

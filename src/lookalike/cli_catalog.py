@@ -10,6 +10,7 @@ from typing import Annotated, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import (BarColumn, MofNCompleteColumn, Progress, ProgressColumn, TaskProgressColumn, TextColumn,
                            TimeElapsedColumn, TimeRemainingColumn)
 from rich.table import Table
@@ -134,7 +135,7 @@ def search(
         table.add_row(str(rank), str(r.record.id), f"{r.score:.4f}", f"{r.cosine:.4f}", r.verdict, r.record.path or "")
     console.print(table)
     console.print(f"verdict thresholds (score): near_duplicate >= {thresholds.near_duplicate:.3f}, "
-                  f"similar >= {thresholds.similar:.3f} ({thresholds.source})")
+                  f"similar >= {thresholds.similar:.3f} ({escape(thresholds.source)})")
 
 
 def dedup(
