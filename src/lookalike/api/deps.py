@@ -95,3 +95,14 @@ async def read_upload(upload: UploadFile, settings: Settings, field_name: str) -
             raise ImageTooLargeError(f"{field_name} is larger than the upload limit of {limit} bytes")
         chunks.append(chunk)
     return b"".join(chunks)
+
+
+async def read_pair(
+    image_1: UploadFile, image_2: UploadFile, settings: Settings, pool: EmbedderPool, gate: InferenceGate,
+    model: str | None, input_size: int | None,
+):  # noqa: ANN201 - (bytes, bytes, Embedder)
+    """The two uploads of a compare request and the loaded embedder that will score them."""
+    data_1 = await read_upload(image_1, settings, "image_1")
+    data_2 = await read_upload(image_2, settings, "image_2")
+    embedder = await gate.run(pool.get, model, input_size)
+    return data_1, data_2, embedder

@@ -10,7 +10,7 @@ from fastapi import APIRouter, Query, UploadFile
 
 from ...comparison import compare_with
 from ...similarity import thresholds_for
-from ..deps import CacheDep, GateDep, PoolDep, ReadAccess, SettingsDep, read_upload
+from ..deps import CacheDep, GateDep, PoolDep, ReadAccess, SettingsDep, read_pair
 from ..schemas import CompareResult, ThresholdSet, Timing
 
 router = APIRouter(prefix="/v1", tags=["compare"])
@@ -28,9 +28,7 @@ async def compare_images(
     input_size: Annotated[int | None, Query(description="input side in pixels; default: the model's own")] = None,
 ) -> CompareResult:
     started = time.perf_counter()
-    data_1 = await read_upload(image_1, settings, "image_1")
-    data_2 = await read_upload(image_2, settings, "image_2")
-    embedder = await gate.run(pool.get, model, input_size)
+    data_1, data_2, embedder = await read_pair(image_1, image_2, settings, pool, gate, model, input_size)
     thresholds = thresholds_for(embedder.model_name, embedder.input_size, settings)
     compare = partial(compare_with, geometry=settings.geometric_check)
     result = await gate.run(compare, embedder, data_1, data_2, thresholds, cache)

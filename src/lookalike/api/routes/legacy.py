@@ -10,7 +10,7 @@ from fastapi import APIRouter, Query, UploadFile
 
 from ...comparison import compare_with
 from ...similarity import Thresholds, seed_threshold
-from ..deps import CacheDep, GateDep, PoolDep, ReadAccess, SettingsDep, read_upload
+from ..deps import CacheDep, GateDep, PoolDep, ReadAccess, SettingsDep, read_pair
 from ..schemas import SeedSimilarity
 
 router = APIRouter(tags=["seed"])
@@ -29,9 +29,7 @@ async def cosine_similarity_score(
     input_size: Annotated[int | None, Query(description="224, 416 or 512; default: the model's own")] = None,
 ) -> SeedSimilarity:
     started = time.perf_counter()
-    data_1 = await read_upload(image_1, settings, "image_1")
-    data_2 = await read_upload(image_2, settings, "image_2")
-    embedder = await gate.run(pool.get, model_name, input_size)
+    data_1, data_2, embedder = await read_pair(image_1, image_2, settings, pool, gate, model_name, input_size)
     threshold = seed_threshold(embedder.model_name, settings)
     line = Thresholds(threshold, threshold, threshold, "seed threshold")
     # The seed's Yes/No is the score against one line: the tier's geometric check is not needed.
