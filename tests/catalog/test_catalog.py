@@ -128,3 +128,19 @@ def test_default_large_index_is_hnsw_with_persistent_deletes(cat_settings):
         again.check_consistency()
         assert again.search(vectors[0:1], 1)[0][0].record.id != ids[0]
         assert again.search(vectors[9:10], 1)[0][0].record.id == ids[9]
+
+
+def test_catalog_keeps_the_pooling_it_was_built_with(cat_settings, sample_photos):
+    """A catalog records its pooling; opened under another default it still embeds queries its own way."""
+    from lookalike.catalog.catalog import Catalog
+
+    with Catalog("pooled", cat_settings.model_copy(update={"pooling": "avg"})) as cat:
+        assert cat.meta.info()["pooling"] == "avg"
+    with Catalog("pooled", cat_settings.model_copy(update={"pooling": "gem"}), create=False) as cat:
+        assert cat.pooling == "avg"
+        embedder = cat.embedder()
+        direct = embedder.encode(sample_photos["china"])
+    from lookalike.embed import create_embedder
+
+    avg = create_embedder(cat_settings.default_model, pooling="avg", settings=cat_settings).encode(sample_photos["china"])
+    assert float(direct @ avg) > 0.9999

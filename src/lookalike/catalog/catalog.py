@@ -132,14 +132,15 @@ class Catalog:
             size = check_input_size(input_size or settings.input_size or spec.default_size,
                                     settings.allowed_input_sizes, spec)
             mode = preprocess or settings.preprocess or spec.preprocessing.mode
-            self.meta.set_info(model=spec.name, input_size=size, preprocess=mode, dim=spec.dim,
-                               index_factory="Flat", created_at=time.time())
+            self.meta.set_info(model=spec.name, input_size=size, preprocess=mode, pooling=settings.pooling,
+                               dim=spec.dim, index_factory="Flat", created_at=time.time())
             info = self.meta.info()
         else:
             self._check_model(info, model, input_size)
         self.model = info["model"]
         self.input_size = int(info["input_size"])
         self.preprocess = info["preprocess"]
+        self.pooling = info.get("pooling", "avg")  # catalogs from before GeM became the default were average-pooled
         self.dim = int(info["dim"])
         self.factory = info["index_factory"]
         self.created_at = float(info["created_at"])
@@ -219,15 +220,17 @@ class Catalog:
 
     # --- models and verdicts ---------------------------------------------------------------
     def embedder(self, pool=None):  # noqa: ANN001, ANN201 - EmbedderPool / ModelEmbedder
-        """The embedder this catalog's vectors came from (same model, size and preprocessing)."""
+        """The embedder this catalog's vectors came from (same model, size, preprocessing and pooling)."""
         spec = resolve_model(self.model)
-        if pool is not None and (self.settings.preprocess or spec.preprocessing.mode) == self.preprocess:
+        same_method = ((self.settings.preprocess or spec.preprocessing.mode) == self.preprocess
+                       and self.settings.pooling == self.pooling)
+        if pool is not None and same_method:
             return pool.get(self.model, self.input_size)
         if self._embedder is None:
             from ..embed import create_embedder
 
             self._embedder = create_embedder(self.model, input_size=self.input_size, preprocess=self.preprocess,
-                                             settings=self.settings)
+                                             pooling=self.pooling, settings=self.settings)
         return self._embedder
 
     @property
