@@ -319,7 +319,7 @@ def index_with_ray(
     same command after an interruption and only what was not committed is embedded. Returns the
     single-process indexer's ``IndexReport`` (timings: scan, ray_start, embed, write, remove).
     """
-    from .catalog.indexer import IndexProgress, IndexReport
+    from .catalog.indexer import IndexProgress, IndexReport, unchanged_since_indexed
 
     started = time.perf_counter()
     paths, folder = list_sources(source)
@@ -331,12 +331,11 @@ def index_with_ray(
         old = existing.get(path)
         if old is not None:
             try:
-                stat = os.stat(path)
+                if unchanged_since_indexed(path, old):
+                    report.unchanged += 1
+                    continue
             except OSError as exc:
                 report.errors.append((path, f"cannot stat: {exc.strerror or exc}"))
-                continue
-            if stat.st_size == old.size and old.mtime is not None and abs(stat.st_mtime - old.mtime) < 1e-6:
-                report.unchanged += 1
                 continue
         todo.append(path)
     timings = {"scan": time.perf_counter() - started, "ray_start": 0.0, "embed": 0.0, "write": 0.0, "remove": 0.0}

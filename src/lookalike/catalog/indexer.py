@@ -175,6 +175,12 @@ class _Writer:
         self.timings["write"] += time.perf_counter() - start
 
 
+def unchanged_since_indexed(path, record) -> bool:  # noqa: ANN001 - a path and an ImageRecord
+    """Same size and mtime as when indexed: skip it without reading (raises OSError if unreadable)."""
+    stat = os.stat(path)
+    return stat.st_size == record.size and record.mtime is not None and abs(stat.st_mtime - record.mtime) < 1e-6
+
+
 def index_folder(
     folder: str | Path,
     catalog: Catalog,
@@ -208,12 +214,11 @@ def index_folder(
         old = existing.get(key)
         if old is not None:
             try:
-                stat = path.stat()
+                if unchanged_since_indexed(path, old):
+                    report.unchanged += 1
+                    continue
             except OSError as exc:
                 report.errors.append((key, f"cannot stat: {exc.strerror or exc}"))
-                continue
-            if stat.st_size == old.size and old.mtime is not None and abs(stat.st_mtime - old.mtime) < 1e-6:
-                report.unchanged += 1
                 continue
         todo.append((key, old))
     timings["scan"] = time.perf_counter() - started
