@@ -17,7 +17,7 @@ import pytest
 from PIL import Image
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED = Path(os.environ.get("LOOKALIKE_SHARED_DIR", REPO.parent / "shared"))
+SHARED = Path(os.environ.get("LOOKALIKE_SHARED_DIR", REPO.parent / "shared")).resolve()  # catalogs store real paths
 DEV_DATA = SHARED / "data"
 SHARED_WEIGHTS = SHARED / "weights"
 # One export cache for the whole run (and across runs): exporting is the slow part.
