@@ -7,5 +7,5 @@ if [ ! -x /usr/bin/chromium ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/
   (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) \
     || echo "warning: could not install chromium; browser tests will be skipped"
 fi
-scripts/setup.sh test,openvino,scale
+scripts/setup.sh test,openvino,scale,fuzz
 exec .venv/bin/python -m pytest "$@"
