@@ -55,7 +55,8 @@ def running_server(settings, *, timeout: float = 120.0, **env: str) -> Iterator[
             except httpx.HTTPError:
                 pass
             if time.monotonic() > deadline:
-                raise TimeoutError("server did not become healthy")
+                log.seek(0)
+                raise TimeoutError(f"server did not answer /healthz in {timeout:.0f} s:\n{log.read()[-3000:]}")
             time.sleep(0.3)
         yield url
     finally:

@@ -8,18 +8,13 @@ Each test saves a screenshot of its page to ``docs/screenshots/`` so the README'
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
-import time
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
 
 import httpx
 import pytest
 
 from ..conftest import REPO
-from ..server import free_port, server_env
+from ..server import running_server
 
 CHROMIUM = Path(os.environ.get("LOOKALIKE_CHROMIUM", "/usr/bin/chromium"))
 SCREENSHOTS = REPO / "docs" / "screenshots"
@@ -35,40 +30,9 @@ CHROMIUM_ARGS = [
 STARTUP_TIMEOUT_S = 300  # the first run may export the default model to ONNX
 
 
-@contextmanager
-def serving(settings, data_dir: Path, **env: str) -> Iterator[str]:
-    """A real ``lookalike serve`` subprocess (offline, real weights, ``data_dir`` for catalogs);
-    yields its base URL and always stops it."""
-    env = server_env(settings, LOOKALIKE_DATA_DIR=str(data_dir), **env)
-    port = free_port()
-    log_path = data_dir / "server.log"
-    log = log_path.open("wb")  # a file, not a pipe: a full pipe would block the server
-    cmd = [sys.executable, "-m", "lookalike", "serve", "--host", "127.0.0.1", "--port", str(port)]
-    proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + STARTUP_TIMEOUT_S
-    try:
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"lookalike serve exited ({proc.returncode}):\n{log_path.read_text()[-3000:]}")
-            try:
-                if httpx.get(f"{base}/healthz", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"lookalike serve did not answer /healthz in {STARTUP_TIMEOUT_S}s:\n"
-                            f"{log_path.read_text()[-3000:]}")
-            time.sleep(0.5)
-        yield base
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        log.close()
+def serving(settings, data_dir: Path, **env: str):  # noqa: ANN201 - a context manager yielding the base URL
+    """A real ``lookalike serve`` subprocess (offline, real weights, ``data_dir`` for catalogs)."""
+    return running_server(settings, timeout=STARTUP_TIMEOUT_S, LOOKALIKE_DATA_DIR=str(data_dir), **env)
 
 
 @pytest.fixture(scope="session")
