@@ -99,6 +99,8 @@ def main(argv: list[str] | None = None) -> int:
     forwards = {
         "onnxruntime fp32": onnxruntime_forward(str(onnx_path), threads),
         "openvino f32": openvino_forward(str(onnx_path), threads, precision="f32"),
+        "openvino default precision, latency hint (1 stream x all cores)": openvino_forward(
+            str(onnx_path), threads, latency=True),
         "openvino default precision": openvino_forward(str(onnx_path), threads),
     }
     tmp = tempfile.TemporaryDirectory(prefix="lookalike-quant-")
@@ -117,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
     reference = embeddings["onnxruntime fp32"]
 
     speed = {}
-    for batch in (1, 16):
+    for batch in (1, 2, 16):
         def runner(forward, batch=batch):
             return lambda i: forward(np.ascontiguousarray(arrays[(i * batch) % (len(arrays) - batch):][:batch]))
 
@@ -128,12 +130,12 @@ def main(argv: list[str] | None = None) -> int:
     for name, vectors in embeddings.items():
         cos = np.sum(vectors * reference, axis=1)
         scores = np.array([vectors[index[a]] @ vectors[index[b]] for a, b, _ in pairs])
-        b1, b16 = speed[1][name].p50, speed[16][name].p50 / 16
+        b1, pair, b16 = speed[1][name].p50, speed[2][name].p50, speed[16][name].p50 / 16
         ok = cos.min() >= 0.99
-        rows.append((name, b1, b16, speed[1]["onnxruntime fp32"].p50 / b1, float(cos.min()), float(cos.mean()),
-                     auc(scores, labels), "yes" if ok else "no"))
-    ref_auc = rows[0][6]
-    rows = [(*r[:7], f"{r[6] - ref_auc:+.4f}", "yes" if r[7] == "yes" and abs(r[6] - ref_auc) <= 0.005 else "no")
+        rows.append((name, b1, pair, b16, speed[1]["onnxruntime fp32"].p50 / b1, float(cos.min()),
+                     float(cos.mean()), auc(scores, labels), "yes" if ok else "no"))
+    ref_auc = rows[0][7]
+    rows = [(*r[:8], f"{r[7] - ref_auc:+.4f}", "yes" if r[8] == "yes" and abs(r[7] - ref_auc) <= 0.005 else "no")
             for r in rows]
     tmp.cleanup()
 
@@ -142,16 +144,17 @@ def main(argv: list[str] | None = None) -> int:
     default = "openvino default precision" if resolve_backend("auto") == "openvino" else "onnxruntime fp32"
     chosen = next(r for r in rows if r[0] == default)
     qualified = [r for r in rows if r[-1] == "yes"]
-    fastest = min(qualified, key=lambda r: r[1])
+    fastest = min(qualified, key=lambda r: r[2])  # a pair is what the service forwards
     goals = markdown_table(
         ["measure", "value", "goal", "met"],
         [
-            (f"default backend (`auto` = {default}): min cosine to fp32", f"{chosen[4]:.4f}", ">= 0.99",
-             "yes" if chosen[4] >= 0.99 else "no"),
-            ("default backend: pair AUC - fp32 AUC", chosen[7], "within 0.005",
-             "yes" if abs(float(chosen[7])) <= 0.005 else "no"),
-            ("default backend speed-up vs ONNX Runtime fp32 (batch 1)", f"{chosen[3]:.2f}x",
-             f"fastest qualifying ({fastest[0]})", "yes" if chosen is fastest else "no"),
+            (f"default backend (`auto` = {default}): min cosine to fp32", f"{chosen[5]:.4f}", ">= 0.99",
+             "yes" if chosen[5] >= 0.99 else "no"),
+            ("default backend: pair AUC - fp32 AUC", chosen[8], "within 0.005",
+             "yes" if abs(float(chosen[8])) <= 0.005 else "no"),
+            ("default backend speed-up vs ONNX Runtime fp32 (pair = batch 2)",
+             f"{rows[0][2] / chosen[2]:.2f}x", f"fastest qualifying at a pair ({fastest[0]})",
+             "yes" if chosen is fastest else "no"),
         ],
     )
 
@@ -161,12 +164,16 @@ def main(argv: list[str] | None = None) -> int:
         f"{max(5, args.rounds // 4)}), per image. Accuracy vs ONNX Runtime fp32 on every photo; AUC on "
         f"{len(pairs)} labelled pairs of `pairs.csv`.\n\n"
         + markdown_table(
-            ["backend", "ms/img batch 1", "ms/img batch 16", "speed-up vs ORT fp32 (b1)", "min cos to fp32",
+            ["backend", "ms/img batch 1", "ms per pair (batch 2)", "ms/img batch 16", "speed-up vs ORT fp32 (b1)",
+             "min cos to fp32",
              "mean cos to fp32", "pair AUC", "AUC - fp32", "qualifies"],
             rows,
         )
         + "\n\n" + goals
-        + "\n\nQualifies = min cosine to fp32 >= 0.99 and AUC within 0.005 of fp32. `backend = \"auto\"` "
+        + "\n\nOpenVINO's default here is throughput streams (one single-thread stream per core, a batch split "
+        "across them: a pair's two images run side by side); the latency-hint row is one stream spread over all "
+        "cores, which is faster for one image alone but slower and costlier for a pair.\n"
+        + "\nQualifies = min cosine to fp32 >= 0.99 and AUC within 0.005 of fp32. `backend = \"auto\"` "
         "(the default) picks OpenVINO at its default precision when `openvino` is importable, else ONNX "
         "Runtime fp32.\n"
     )

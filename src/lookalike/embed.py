@@ -119,8 +119,8 @@ def resolve_backend(backend: str) -> str:
 class CoalescingForward:
     """One engine call at a time, shared by every thread that is waiting for one.
 
-    The engine already spreads a forward over all cores, so two at once only oversubscribe them;
-    but callers that wait are batched: whoever runs the engine takes every batch queued behind it
+    For engines that spread one forward over all cores (ONNX Runtime here), two at once only
+    oversubscribe them; but callers that wait are batched: whoever runs the engine takes every batch queued behind it
     (up to ``max_rows`` rows) into one call, which costs less per image than one call each. With a
     single caller this is the plain forward plus a lock. Results equal separate calls (row-wise
     models). Leadership passes to the next waiting caller, so nobody serves others' work.
@@ -206,9 +206,21 @@ def onnxruntime_forward(onnx_path: str, threads: int) -> Forward:
 
 
 def openvino_forward(
-    onnx_path: str, threads: int, precision: str | None = None, cache_dir: str | None = None
+    onnx_path: str, threads: int, precision: str | None = None, cache_dir: str | None = None,
+    *, streams: int | None = None, latency: bool = False,
 ) -> Forward:
     """OpenVINO on CPU; ``precision=None`` keeps its default (bf16/fp16 where the CPU has it).
+
+    Throughput streams, not one latency stream: ``streams`` (default: one per core) single-thread
+    executors, and a batch is split across them (a pair's two images run side by side). Measured
+    here, one forward spread over two threads ran only 1.2x faster than on one thread at twice the
+    CPU time, so two one-thread streams give a pair ~25 % lower latency and ~25 % less CPU than
+    two sequential two-thread forwards, and concurrent requests no longer fight over the cores
+    (benchmarks/results/serving.md). Each calling thread owns its infer requests; OpenVINO queues
+    them onto the streams, so callers need no lock.
+
+    ``latency=True``: OpenVINO's LATENCY hint instead (one stream over ``threads`` threads), kept
+    for the side-by-side benchmark (benchmarks/backends.py).
 
     ``cache_dir``: OpenVINO's compiled-model cache (keyed by model, config and device), which
     cuts compile time at start-up by more than half (benchmarks/results/serving.md, cold start).
@@ -218,10 +230,16 @@ def openvino_forward(
     except ImportError as exc:
         raise LookalikeError("backend 'openvino' needs `pip install lookalike[openvino]`", status=503,
                              code="backend_unavailable") from exc
-    core = ov.Core()
-    config: dict[str, object] = {"INFERENCE_NUM_THREADS": threads, "PERFORMANCE_HINT": "LATENCY"}
+    if latency:
+        streams = 1
+        config: dict[str, object] = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_NUM_THREADS": threads}
+    else:
+        streams = max(1, streams or threads)
+        config = {"PERFORMANCE_HINT": "THROUGHPUT", "NUM_STREAMS": streams,
+                  "INFERENCE_NUM_THREADS": max(threads, streams)}
     if precision:
         config["INFERENCE_PRECISION_HINT"] = precision
+    core = ov.Core()
     try:
         if cache_dir:
             core.set_property({"CACHE_DIR": cache_dir})
@@ -234,11 +252,17 @@ def openvino_forward(
     local = threading.local()
 
     def forward(batch: np.ndarray) -> np.ndarray:
-        request = getattr(local, "request", None)
-        if request is None:
-            request = local.request = compiled.create_infer_request()
-        result = request.infer({0: batch})
-        return np.array(next(iter(result.values())), copy=True)
+        requests = getattr(local, "requests", None)
+        if requests is None:
+            requests = local.requests = [compiled.create_infer_request() for _ in range(streams)]
+        chunks = np.array_split(batch, min(streams, len(batch))) if len(batch) else [batch]
+        for request, chunk in zip(requests, chunks):
+            request.start_async({0: chunk})
+        outputs = []
+        for request in requests[: len(chunks)]:
+            request.wait()
+            outputs.append(np.array(request.get_output_tensor(0).data, copy=True))
+        return outputs[0] if len(outputs) == 1 else np.concatenate(outputs)
 
     return forward
 
@@ -298,7 +322,9 @@ def create_embedder(
             forward = openvino_forward(str(exported.onnx_path), threads, cache_dir=str(cache))
         else:
             forward = onnxruntime_forward(str(exported.onnx_path), threads)
-    return Embedder(spec.name, size, dim, preprocessing, CoalescingForward(forward), backend, limits)
+    if backend != "openvino":  # OpenVINO queues concurrent requests onto its streams itself
+        forward = CoalescingForward(forward)
+    return Embedder(spec.name, size, dim, preprocessing, forward, backend, limits)
 
 
 class EmbedderPool:

@@ -92,3 +92,48 @@ def test_an_unusable_openvino_cache_dir_does_not_stop_loading(settings, sample_p
     blocker.write_text("a file where the cache folder should be")
     forward = openvino_forward(_onnx_path(settings), 2, cache_dir=str(blocker / "ov"))
     assert forward(np.zeros((1, 3, 224, 224), dtype=np.float32)).shape == (1, 1280)
+
+
+@pytest.mark.parametrize("streams", [1, 2, 3])
+def test_openvino_streams_split_a_batch_and_give_the_rows_of_one_call_each(settings, sample_photos, streams):
+    """A batch is split across throughput streams; every row must equal its own batch-1 forward."""
+    if openvino_missing:
+        pytest.skip("openvino is not installed")
+    from lookalike.embed import openvino_forward
+
+    embedder = create_embedder(settings=settings)
+    batch = embedder.preprocessing.to_array([embedder.load(p) for p in sample_photos.values()])
+    forward = openvino_forward(_onnx_path(settings), 2, streams=streams)
+    together = forward(batch)
+    one_by_one = np.concatenate([forward(batch[i : i + 1]) for i in range(len(batch))])
+    assert together.shape == (len(batch), 1280)
+    np.testing.assert_allclose(together, one_by_one, rtol=1e-4, atol=1e-4)
+
+
+def test_openvino_forward_is_safe_from_many_threads_at_once(settings, sample_photos):
+    """Each thread owns its infer requests: concurrent callers get their own rows back, not a neighbour's."""
+    if openvino_missing:
+        pytest.skip("openvino is not installed")
+    import threading
+
+    from lookalike.embed import openvino_forward
+
+    embedder = create_embedder(settings=settings)
+    batch = embedder.preprocessing.to_array([embedder.load(p) for p in sample_photos.values()])
+    forward = openvino_forward(_onnx_path(settings), 2)
+    expected = forward(batch)
+    got: dict[int, np.ndarray] = {}
+
+    def call(i: int) -> None:
+        rows = [(i + j) % len(batch) for j in range(2)]
+        for _ in range(5):
+            got[i] = forward(batch[rows])
+        got[i] = (rows, got[i])
+
+    threads = [threading.Thread(target=call, args=(i,)) for i in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    for rows, out in got.values():
+        np.testing.assert_allclose(out, expected[rows], rtol=1e-4, atol=1e-4)

@@ -1,11 +1,11 @@
-"""One inference lane for the whole server, with a bounded queue.
+"""One inference pool for the whole server, with a bounded queue.
 
-The engine (OpenVINO / ONNX Runtime) already spreads one forward pass over every core, so two
-passes at once only oversubscribe the CPU. So requests queue here, and when the queue is full the
-caller gets 503 + Retry-After instead of an ever-growing latency. ``workers`` threads take
-requests from the queue: with two, one request decodes its images (Pillow releases the GIL) while
-another's forward runs, and the embedder's ``CoalescingForward`` still lets only one forward run
-at a time, batching the forwards of requests that wait for it (benchmarks/results/serving.md).
+Requests queue here, and when the queue is full the caller gets 503 + Retry-After instead of an
+ever-growing latency. ``workers`` threads take requests from the queue: while one request decodes
+its images (Pillow releases the GIL), another's forward runs. The engine never oversubscribes the
+cores: OpenVINO runs one single-thread stream per core and queues concurrent forwards onto them;
+ONNX Runtime spreads one forward over all cores, so its embedder's ``CoalescingForward`` runs one
+at a time and batches those that wait (benchmarks/results/serving.md).
 """
 
 from __future__ import annotations
