@@ -362,6 +362,15 @@ class EmbedderPool:
                     self._items.popitem(last=False)
             return embedder
 
+    def get_loaded(self, model_name: str | None = None, input_size: int | None = None) -> Embedder | None:
+        """The embedder if it is already loaded, else None: never blocks on a model load."""
+        key = self.key(model_name, input_size)
+        with self._lock:
+            embedder = self._items.get(key)
+            if embedder is not None:
+                self._items.move_to_end(key)
+            return embedder
+
     def loaded(self) -> list[tuple]:
         with self._lock:
             return list(self._items)

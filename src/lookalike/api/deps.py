@@ -104,5 +104,6 @@ async def read_pair(
     """The two uploads of a compare request and the loaded embedder that will score them."""
     data_1 = await read_upload(image_1, settings, "image_1")
     data_2 = await read_upload(image_2, settings, "image_2")
-    embedder = await gate.run(pool.get, model, input_size)
+    # a loaded model costs no thread hop; loading one runs in the pool (it can take seconds)
+    embedder = pool.get_loaded(model, input_size) or await gate.run(pool.get, model, input_size)
     return data_1, data_2, embedder
