@@ -282,29 +282,34 @@ def _auc(scores, labels) -> float:
 # ------------------------------------------------------------------------- tiers (geometry)
 
 
+GEO_CACHE = "geometry-v2.json"  # v2: GeometryResult with the dense (NCC) check; v1 had 4 fields
+
+
 def _geo_cache() -> dict:
-    path = CACHE / "geometry.json"
+    path = CACHE / GEO_CACHE
     return json.loads(path.read_text()) if path.is_file() else {}
 
 
 def geometry_for(pairs: list[tuple[Path, Path]]) -> dict[str, list]:
-    """ORB+RANSAC results per pair, cached on disk (they do not depend on the embedding)."""
+    """Geometric-check results per pair, cached on disk (they do not depend on the embedding)."""
+    import dataclasses
+
     from lookalike.geometry import geometric_check
 
     cache = _geo_cache()
     todo = [(a, b) for a, b in pairs if f"{a}|{b}" not in cache]
     for i, (a, b) in enumerate(todo):
         r = geometric_check(Image.open(a).convert("RGB"), Image.open(b).convert("RGB"))
-        cache[f"{a}|{b}"] = [r.inliers, r.keypoints, r.ratio, r.flipped]
+        cache[f"{a}|{b}"] = list(dataclasses.astuple(r))
         if i % 100 == 99 or i == len(todo) - 1:
-            (CACHE / "geometry.json").write_text(json.dumps(cache))
+            (CACHE / GEO_CACHE).write_text(json.dumps(cache))
     return cache
 
 
 def tier_trial(trial: Trial, settings: Settings) -> dict:
     """Tiers as the service decides them (shipped-style thresholds from DEV + the geometric check)."""
     from lookalike.calibration import calibrate_scores, group_pair_scores
-    from lookalike.geometry import GeometryResult, decide_tier
+    from lookalike.geometry import FLOOR, GeometryResult, decide_tier
     from lookalike.similarity import Thresholds, Tier
 
     dev = load_pairs(DEV / "pairs.csv")
@@ -325,14 +330,15 @@ def tier_trial(trial: Trial, settings: Settings) -> dict:
     out: dict = {"trial": trial.name, "match": t.match, "similar": t.similar}
     for name, (pa, pb, labels, kinds) in sets.items():
         scores = pair_scores(vecs, pa, pb)
-        need = [(a, b) for a, b, sc in zip(pa, pb, scores) if sc >= t.similar]
+        floor = t.similar - FLOOR  # the service checks geometry down to here (geometry.refine_tier)
+        need = [(a, b) for a, b, sc in zip(pa, pb, scores) if sc >= floor]
         geo = geometry_for(need)
         tiers_plain, tiers_geo = [], []
         for a, b, sc in zip(pa, pb, scores):
             tiers_plain.append(t.tier(sc))
             g = geo.get(f"{a}|{b}")
-            result = GeometryResult(g[0], g[1], g[2], g[3]) if g else None
-            tiers_geo.append(decide_tier(sc, t, result) if sc >= t.similar else Tier.DIFFERENT)
+            result = GeometryResult(*g) if g else None
+            tiers_geo.append(decide_tier(sc, t, result) if sc >= floor else Tier.DIFFERENT)
         for label, tiers in (("plain", tiers_plain), ("geo", tiers_geo)):
             nd = np.array([x is Tier.NEAR_DUPLICATE for x in tiers])
             match = nd | (scores >= t.match) if label == "geo" else scores >= t.match
@@ -439,7 +445,7 @@ def write_report(out: Path) -> None:
         for r in tiers.values():
             for label in ("plain", "geo"):
                 worst = min(r[f"hard_kinds_{label}"].items(), key=lambda kv: kv[1])
-                lines.append(f"| {r['trial']} | {r['match']:.4f} | {r['similar']:.4f} | {'ORB+RANSAC' if label == 'geo' else 'score only'} | "
+                lines.append(f"| {r['trial']} | {r['match']:.4f} | {r['similar']:.4f} | {'ORB+RANSAC+NCC' if label == 'geo' else 'score only'} | "
                              f"{r[f'shots_not_nd_{label}']:.3f} | {r[f'dev_copies_nd_{label}']:.3f} | {r[f'dev_f1_{label}']:.3f} | "
                              f"{r[f'hard_copies_nd_{label}']:.3f} | {r[f'hard_f1_{label}']:.3f} | {worst[0]} {worst[1]:.2f} |")
     if (CACHE / "timing.json").is_file():

@@ -8,6 +8,13 @@ grey images (CLAHE, so brightness/gamma/grey edits keep their corners), ratio-te
 RANSAC fit of a 4-degree-of-freedom similarity transform; the share of keypoints that fit it is
 the evidence. Mirrored copies are tried too. OpenCV is imported lazily (only when called).
 
+Keypoint counts alone are weak evidence on small or degraded copies (a 130 px low-quality crop has a
+handful of corners) and too strong on overlapping shots of a planar scene (a box, a facade). So the
+fitted transform is also checked densely: A warped onto B must line up pixel for pixel (normalised
+cross-correlation of the blurred, CLAHE-normalised grey images over the overlap), which an edited
+copy does and another shot (perspective, lighting, background) does not
+(benchmarks/accuracy_local.py, benchmarks/results/accuracy_local.md).
+
 ``refine_tier`` is the one place the tier decision uses it.
 """
 
@@ -20,10 +27,12 @@ from PIL import Image
 
 from .similarity import Tier
 
-MAX_SIDE = 384  # enough corners for a copy check; keeps one check ~10-20 ms
+MAX_SIDE = 384  # enough corners for a copy check; keeps one check ~10-20 ms; smaller images are enlarged
+# to it: ORB's 31 px border margin and 8-level pyramid leave almost no corners on a 130 px copy
 N_FEATURES = 1000
 RATIO_TEST = 0.8
 RANSAC_PX = 6.0  # reprojection tolerance at MAX_SIDE
+NCC_BLUR = 1.0  # Gaussian sigma (px at MAX_SIDE / 2) before correlating: blur/JPEG/noise edits stop mattering
 
 
 @dataclass(frozen=True)
@@ -32,6 +41,7 @@ class GeometryResult:
     keypoints: int  # the smaller keypoint count of the two images
     ratio: float  # inliers / keypoints
     flipped: bool  # the best fit was against the mirrored image
+    ncc: float | None = None  # A warped onto B by the fit vs B (-1: no fit); None: not measured
 
     def is_copy(self, min_ratio: float, min_inliers: int) -> bool:
         return self.inliers >= min_inliers and self.ratio >= min_ratio
@@ -42,8 +52,9 @@ def _gray(image: Image.Image):
 
     img = image.convert("L")
     scale = MAX_SIDE / max(img.size)
-    if scale < 1:
-        img = img.resize((max(1, round(img.width * scale)), max(1, round(img.height * scale))), Image.Resampling.BILINEAR)
+    if abs(scale - 1) > 0.01:
+        img = img.resize((max(1, round(img.width * scale)), max(1, round(img.height * scale))),
+                         Image.Resampling.BILINEAR if scale < 1 else Image.Resampling.BICUBIC)
     array = np.asarray(img)
     return cv2.createCLAHE(clipLimit=2.0, tileGridSize=(8, 8)).apply(array)
 
@@ -55,42 +66,76 @@ def _features(gray):
     return orb.detectAndCompute(gray, None)
 
 
-def _fit(kp_a, des_a, kp_b, des_b) -> int:
+def _fit(kp_a, des_a, kp_b, des_b):
+    """(inliers, 2x3 transform A->B or None); an inlier counts once per keypoint of B, since many
+    corners of A matched to one corner of B fit a degenerate transform."""
     import cv2
 
     if des_a is None or des_b is None or len(kp_a) < 2 or len(kp_b) < 2:
-        return 0
+        return 0, None
     matcher = cv2.BFMatcher(cv2.NORM_HAMMING)
     good = []
     for pair in matcher.knnMatch(des_a, des_b, k=2):
         if len(pair) == 2 and pair[0].distance < RATIO_TEST * pair[1].distance:
             good.append(pair[0])
     if len(good) < 4:
-        return 0
+        return 0, None
     src = np.float32([kp_a[m.queryIdx].pt for m in good]).reshape(-1, 1, 2)
     dst = np.float32([kp_b[m.trainIdx].pt for m in good]).reshape(-1, 1, 2)
-    _, mask = cv2.estimateAffinePartial2D(src, dst, method=cv2.RANSAC, ransacReprojThreshold=RANSAC_PX,
-                                          maxIters=2000, confidence=0.99)
-    return int(mask.sum()) if mask is not None else 0
+    transform, mask = cv2.estimateAffinePartial2D(src, dst, method=cv2.RANSAC, ransacReprojThreshold=RANSAC_PX,
+                                                  maxIters=2000, confidence=0.99)
+    if transform is None or mask is None:
+        return 0, None
+    return len({m.trainIdx for m, ok in zip(good, mask.ravel()) if ok}), transform
+
+
+def _half(gray):
+    """The grey image the dense check correlates: half the working size is enough and keeps the
+    features of a catalog image small."""
+    import cv2
+
+    return cv2.resize(gray, (max(1, gray.shape[1] // 2), max(1, gray.shape[0] // 2)), interpolation=cv2.INTER_AREA)
+
+
+def _ncc(gray_a, gray_b, transform) -> float:
+    """Normalised cross-correlation of A warped onto B and B (half-size greys), over their overlap
+    (-1: none); ``transform`` maps full working-size A to B."""
+    import cv2
+
+    if transform is None or gray_a is None or gray_b is None:
+        return -1.0
+    transform = np.array(transform, dtype=np.float64)
+    transform[:, 2] /= 2.0  # a similarity transform commutes with halving both images but for its shift
+    h, w = gray_b.shape
+    warped = cv2.warpAffine(gray_a, transform, (w, h), flags=cv2.INTER_LINEAR)
+    valid = cv2.warpAffine(np.ones_like(gray_a), transform, (w, h), flags=cv2.INTER_NEAREST).astype(bool)
+    if valid.sum() < 64:
+        return -1.0
+    x = cv2.GaussianBlur(warped.astype(np.float32), (0, 0), NCC_BLUR)[valid]
+    y = cv2.GaussianBlur(gray_b.astype(np.float32), (0, 0), NCC_BLUR)[valid]
+    x, y = x - x.mean(), y - y.mean()
+    return float((x * y).sum() / max(float(np.sqrt((x * x).sum() * (y * y).sum())), 1e-6))
 
 
 @dataclass(frozen=True)
 class LocalFeatures:
-    """ORB keypoints of one image and of its mirror: computed once, matched against many."""
+    """ORB keypoints of one image and of its mirror, and the grey image the fit is checked on:
+    computed once, matched against many."""
 
     keypoints: tuple
     descriptors: np.ndarray | None
     mirror_keypoints: tuple
     mirror_descriptors: np.ndarray | None
+    gray: np.ndarray | None = None  # CLAHE grey at MAX_SIDE / 2 for the dense check (None: none)
 
 
 def local_features(image: Image.Image, *, with_mirror: bool = True) -> LocalFeatures:
     gray = _gray(image)
     kp, des = _features(gray)
     if not with_mirror:
-        return LocalFeatures(kp, des, (), None)
+        return LocalFeatures(kp, des, (), None, _half(gray))
     kp_m, des_m = _features(np.ascontiguousarray(gray[:, ::-1]))
-    return LocalFeatures(kp, des, kp_m, des_m)
+    return LocalFeatures(kp, des, kp_m, des_m, _half(gray))
 
 
 def load_features(source, limits=None) -> LocalFeatures:  # noqa: ANN001 - anything load_image reads
@@ -102,15 +147,24 @@ def load_features(source, limits=None) -> LocalFeatures:  # noqa: ANN001 - anyth
 
 
 def match_features(a: LocalFeatures, b: LocalFeatures) -> GeometryResult:
-    """How much of A maps onto B (or onto B mirrored, when B's mirror was computed)."""
+    """How much of A maps onto B (or onto B mirrored, when B's mirror was computed), and how well
+    the pixels line up under that fit (the orientation that lines up best wins)."""
     n = max(1, min(len(a.keypoints), len(b.keypoints)))
-    inliers = _fit(a.keypoints, a.descriptors, b.keypoints, b.descriptors)
-    flipped = False
+    dense = a.gray is not None and b.gray is not None
+    tries = [(False, b.keypoints, b.descriptors, b.gray)]
     if b.mirror_descriptors is not None:
-        inliers_f = _fit(a.keypoints, a.descriptors, b.mirror_keypoints, b.mirror_descriptors)
-        if inliers_f > inliers:
-            inliers, flipped = inliers_f, True
-    return GeometryResult(inliers, n, inliers / n, flipped)
+        tries.append((True, b.mirror_keypoints, b.mirror_descriptors,
+                      np.ascontiguousarray(b.gray[:, ::-1]) if dense else None))
+    best = None
+    for flipped, kp_b, des_b, gray_b in tries:
+        inliers, transform = _fit(a.keypoints, a.descriptors, kp_b, des_b)
+        ncc = _ncc(a.gray, gray_b, transform) if dense else None
+        key = (ncc if ncc is not None else 0.0, inliers)
+        if best is None or key > best[0]:
+            best = (key, GeometryResult(inliers, n, inliers / n, flipped, ncc))
+        if ncc is not None and inliers >= ALIGNED[0] and ncc >= ALIGNED[1]:
+            break  # already lines up as a copy: the mirror cannot change the verdict, skip its fit
+    return best[1]
 
 
 def geometric_check(a: Image.Image, b: Image.Image, *, try_flip: bool = True) -> GeometryResult:
@@ -123,29 +177,57 @@ def geometric_check(a: Image.Image, b: Image.Image, *, try_flip: bool = True) ->
 # strong geometric evidence; above the match line weaker evidence suffices.
 STRONG = (0.10, 12)  # (min ratio, min inliers)
 WEAK = (0.08, 8)
+# The dense check (benchmarks/accuracy_local.py; chosen on half of the originals/groups, held on the
+# other half): keypoint evidence counts only where the pixels line up at least this well (overlapping
+# shots of a planar scene fit a transform but do not correlate) ...
+MIN_NCC = 0.5
+# ... and pixels that line up this well after a fit on a few corners are a copy whatever the
+# keypoint share (small, low-quality or blurred copies), down to FLOOR below the similar line.
+ALIGNED = (6, 0.8)  # (min inliers, min NCC)
+ALIGNED_MANY = (15, 0.6)  # more corners fit: a caption or heavy JPEG may lower the correlation more
+FLOOR = 0.04
 
 
 def decide_tier(score: float, thresholds, geometry: GeometryResult | None) -> Tier:
     """The tier from the embedding score and, when it was run, the geometric check."""
     tier = thresholds.tier(score)
-    if geometry is None or tier is Tier.DIFFERENT:
+    if geometry is None or (tier is Tier.DIFFERENT and (geometry.ncc is None or score < thresholds.similar - FLOOR)):
         return tier
-    if geometry.is_copy(*STRONG) or (score >= thresholds.near_duplicate and geometry.is_copy(*WEAK)):
+    keypoints_say_copy = geometry.is_copy(*STRONG) or (score >= thresholds.near_duplicate and geometry.is_copy(*WEAK))
+    if geometry.ncc is None:  # no dense check was possible: keypoint evidence alone
+        return Tier.NEAR_DUPLICATE if keypoints_say_copy else Tier.SIMILAR
+    aligned = any(geometry.inliers >= n and geometry.ncc >= c for n, c in (ALIGNED, ALIGNED_MANY))
+    if aligned or (tier is not Tier.DIFFERENT and keypoints_say_copy and geometry.ncc >= MIN_NCC):
         return Tier.NEAR_DUPLICATE
-    return Tier.SIMILAR
+    return Tier.SIMILAR if tier is not Tier.DIFFERENT else Tier.DIFFERENT
 
 
 def refine_tier(a, b, score: float, thresholds, tier: Tier, limits=None) -> Tier:
     """The one place the geometric check enters the verdict.
 
-    ``exact`` and ``different`` stand; a ``near_duplicate`` or ``similar`` by score is re-decided
-    by ``decide_tier``: an edited copy becomes (or stays) ``near_duplicate``, another shot becomes
-    ``similar``. ``a``/``b``: PIL images or anything ``imaging.load_image`` reads.
+    ``exact`` stands, and so does ``different`` when the score is more than ``FLOOR`` below the
+    similar line; otherwise ``decide_tier`` re-decides: an edited copy becomes (or stays)
+    ``near_duplicate``, another shot becomes ``similar``. ``a``/``b``: PIL images or anything
+    ``imaging.load_image`` reads.
     """
-    if tier in (Tier.EXACT, Tier.DIFFERENT):
+    if tier is Tier.EXACT or (tier is Tier.DIFFERENT and score < thresholds.similar - FLOOR):
         return tier
     from .imaging import DEFAULT_LIMITS, load_image
 
     images = [x if isinstance(x, Image.Image) else load_image(x, limits or DEFAULT_LIMITS, draft_side=MAX_SIDE)
               for x in (a, b)]
     return decide_tier(score, thresholds, geometric_check(*images))
+
+
+# Re-ranking search results (benchmarks/results/accuracy_local.md, part A): inliers of the fitted
+# transform are evidence of the same object even between shots (shared texture, print, labels),
+# which the global embedding alone ranks poorly. Capped, so one richly textured look-alike cannot
+# jump far ahead; 0 inliers leaves the cosine as it was.
+RERANK_INLIER_CAP = 100
+
+
+def rerank_score(cosine: float, geometry: GeometryResult | None) -> float:
+    """Order key of a search result: its cosine plus min(inliers, cap) / cap of local evidence."""
+    if geometry is None:
+        return cosine
+    return cosine + min(geometry.inliers, RERANK_INLIER_CAP) / RERANK_INLIER_CAP
