@@ -115,18 +115,31 @@ def eval_groups(
     size: SizeOpt = None,
     as_json: JsonOpt = False,
     baseline: BaselineOpt = None,
+    rerank: Annotated[int | None, typer.Option(
+        min=0, help="re-rank each query's top N by local features, as catalog search does "
+        "(default: the search_rerank_top setting; 0: embedding order only)")] = None,
 ) -> None:
     """Leave-one-out retrieval: Recall@1, Recall@4, mAP and the UKBench N-S score."""
     from .baselines import baseline_scorer
     from .config import get_settings
-    from .evaluation import group_metrics_from_similarity, load_groups
+    from .evaluation import group_metrics_from_similarity, load_groups, rerank_similarity
 
     settings = get_settings()
+    top = settings.search_rerank_top if rerank is None else rerank
+    if not settings.geometric_check:
+        top = 0
     try:
         groups = load_groups(groups_csv)
         main, _ = _lookalike_scorer(model, size, settings)
+        if top:
+            main.name += f" + local re-rank of top {top}"
         scorers = [main, *(baseline_scorer(b, settings) for b in (baseline or []))]
-        results = [(s, group_metrics_from_similarity(s.similarity_matrix(groups.paths), groups.groups)) for s in scorers]
+        results = []
+        for scorer in scorers:
+            similarity = scorer.similarity_matrix(groups.paths)
+            if scorer is main and top:
+                similarity = rerank_similarity(similarity, groups.paths, top)
+            results.append((scorer, group_metrics_from_similarity(similarity, groups.groups)))
     except LookalikeError as exc:
         _fail(exc)
     if as_json:

@@ -260,6 +260,24 @@ def group_metrics_from_similarity(similarity: np.ndarray, groups: Sequence[str])
     )
 
 
+def rerank_similarity(similarity: np.ndarray, paths: Sequence[Path], top: int, limits=None) -> np.ndarray:  # noqa: ANN001
+    """Scores (on the (cos+1)/2 scale) ordered as catalog search orders them: each row's ``top``
+    hits re-keyed by ``geometry.rerank_score`` (cosine + capped local-feature inliers)."""
+    from .geometry import load_features, match_features, rerank_score
+
+    sim = np.array(similarity, dtype=np.float64)
+    if top <= 0:
+        return sim
+    features = [load_features(p, limits) for p in paths]
+    out = sim.copy()
+    for q in range(len(paths)):
+        row = sim[q].copy()
+        row[q] = -np.inf
+        for j in np.argsort(-row, kind="stable")[:top]:
+            out[q, j] = (rerank_score(2.0 * sim[q, j] - 1.0, match_features(features[q], features[j])) + 1.0) / 2.0
+    return out
+
+
 def group_metrics(embeddings: np.ndarray, groups: Sequence[str]) -> GroupMetrics:
     """Retrieval metrics for L2-normalized embeddings (cosine ranking)."""
     emb = np.asarray(embeddings, dtype=np.float64)

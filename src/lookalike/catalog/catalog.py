@@ -13,6 +13,7 @@ import dataclasses
 import re
 import threading
 import time
+from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -124,6 +125,8 @@ class Catalog:
             self.root.mkdir(parents=True, exist_ok=True)
         self.meta = Metadata(self.root / DB_FILE)
         self._lock = threading.RLock()
+        self._features: OrderedDict[tuple, object] = OrderedDict()  # (id, content hash) -> LocalFeatures
+        self._features_lock = threading.Lock()
         self._last_flush = time.monotonic()
         self._dirty = False
         info = self.meta.info()
@@ -326,12 +329,14 @@ class Catalog:
                exclude_id: int | None = None, query_image=None) -> list[list[SearchResult]]:  # noqa: ANN001
         """Top-k per query row with score and verdict (``exact`` when the bytes are the same).
 
-        With ``query_image`` (one query) and ``settings.geometric_check``, the first
-        ``VERIFY_TOP`` results that the score calls a copy or similar are re-decided by the local
-        feature check, so another shot of the same thing reads ``similar``, not ``near_duplicate``.
+        With ``query_image`` (one query) and ``settings.geometric_check``, local features refine the
+        top hits (``_verify``): tiers of the first ``VERIFY_TOP`` (another shot reads ``similar``,
+        an edited copy ``near_duplicate``), and the order of the first ``search_rerank_top``.
         """
         vectors = np.asarray(vectors, dtype=np.float32).reshape(-1, self.dim)
-        fetch = k + (1 if exclude_id is not None else 0)
+        verify = query_image is not None and self.settings.geometric_check and len(vectors) == 1
+        wanted = max(k, self.settings.search_rerank_top) if verify else k
+        fetch = wanted + (1 if exclude_id is not None else 0)
         with self._lock:
             hits = self.store.search(vectors, fetch)
         records = self.meta.get_many({h.id for row in hits for h in row})
@@ -347,33 +352,68 @@ class Catalog:
                 score = float(normalized_score(cos))
                 same = query_hash is not None and record.content_hash == query_hash
                 results.append(SearchResult(record, cos, score, thresholds.tier(score, exact=same).value))
-            out.append(results[:k])
-        if query_image is not None and self.settings.geometric_check and len(out) == 1:
-            out[0] = self._verify_tiers(query_image, out[0], thresholds)
-        return out
+            out.append(results[:wanted])
+        if verify:
+            out[0] = self._verify(query_image, out[0], thresholds)
+        return [results[:k] for results in out]
 
     VERIFY_TOP = 10
+    FEATURE_CACHE = 128  # catalog images' local features kept in memory (~0.2 MB each)
 
-    def _verify_tiers(self, query_image, results: list[SearchResult], thresholds: Thresholds) -> list[SearchResult]:  # noqa: ANN001
-        from ..geometry import decide_tier, load_features, match_features
+    def _verify(self, query_image, results: list[SearchResult], thresholds: Thresholds) -> list[SearchResult]:  # noqa: ANN001
+        """Local features against the top hits: tiers re-decided, then the head re-ranked.
+
+        A hit's tier is re-decided (``geometry.decide_tier``) among the first ``VERIFY_TOP`` when the
+        score calls it a copy or similar, or is within ``geometry.FLOOR`` below the similar line; the
+        first ``search_rerank_top`` hits are re-ordered by ``geometry.rerank_score`` (the cosine plus
+        the capped inlier share), which lifts other shots of the same object that share texture.
+        """
+        from ..geometry import FLOOR, decide_tier, load_features, match_features, rerank_score
         from ..similarity import Tier
 
-        todo = [i for i, r in enumerate(results[: self.VERIFY_TOP])
-                if r.verdict in (Tier.NEAR_DUPLICATE.value, Tier.SIMILAR.value)]
+        rerank = min(self.settings.search_rerank_top, len(results))
+
+        def wants_tier(i: int, r: SearchResult) -> bool:
+            return i < self.VERIFY_TOP and (
+                r.verdict in (Tier.NEAR_DUPLICATE.value, Tier.SIMILAR.value)
+                or (r.verdict == Tier.DIFFERENT.value and r.score >= thresholds.similar - FLOOR))
+
+        todo = [i for i, r in enumerate(results) if i < rerank or wants_tier(i, r)]
         if not todo:
             return results
         limits = ImageLimits.from_settings(self.settings)
         query = load_features(query_image, limits)
         verified = list(results)
+        keys = [r.cosine for r in results]
         for i in todo:
             result = results[i]
             try:
-                candidate = load_features(self.original_path(result.record), limits)
+                candidate = self._local_features(result.record, limits)
             except LookalikeError:  # the file vanished or changed since indexing: keep the score's tier
                 continue
-            tier = decide_tier(result.score, thresholds, match_features(query, candidate))
-            verified[i] = dataclasses.replace(result, verdict=tier.value)
-        return verified
+            geometry = match_features(query, candidate)
+            if wants_tier(i, result):
+                verified[i] = dataclasses.replace(result, verdict=decide_tier(result.score, thresholds, geometry).value)
+            if i < rerank:
+                keys[i] = rerank_score(result.cosine, geometry)
+        head = sorted(range(rerank), key=lambda i: -keys[i])  # stable: ties keep the embedding order
+        return [verified[i] for i in head] + verified[rerank:]
+
+    def _local_features(self, record: ImageRecord, limits: ImageLimits):  # noqa: ANN202 - geometry.LocalFeatures
+        from ..geometry import load_features
+
+        key = (record.id, record.content_hash)
+        with self._features_lock:
+            cached = self._features.get(key)
+            if cached is not None:
+                self._features.move_to_end(key)
+                return cached
+        features = load_features(self.original_path(record), limits)
+        with self._features_lock:
+            self._features[key] = features
+            while len(self._features) > self.FEATURE_CACHE:
+                self._features.popitem(last=False)
+        return features
 
     def describe(self) -> dict:
         return {"name": self.name, "count": len(self), "model": self.model, "input_size": self.input_size,
