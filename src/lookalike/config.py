@@ -92,9 +92,16 @@ class Settings(BaseSettings):
     )
     catalog_flat_max: int = Field(20_000, ge=0, description="exact 'Flat' index up to this many images")
     catalog_index_factory: str = Field(
-        "HNSW32", description="faiss.index_factory string above catalog_flat_max (benchmarks/results/catalog.md)"
+        "PCA96,HNSW32", description="faiss.index_factory string above catalog_flat_max: a compressed index "
+        "whose top candidates are re-ranked exactly (benchmarks/results/catalog.md)"
     )
-    catalog_search_params: str = Field("nprobe=64,efSearch=256", description="FAISS search-time parameters")
+    catalog_search_params: str = Field(
+        "nprobe=64,efSearch=352,efConstruction=160", description="FAISS search (and HNSW build) parameters"
+    )
+    catalog_refine: int = Field(
+        64, ge=0, le=1024, description="above the flat index, re-rank this many candidates with the full vectors "
+        "(vectors.f32 beside the index); 0 = the index's own scores"
+    )
     search_rerank_top: int = Field(
         50, ge=0, le=200, description="image searches re-rank this many top hits by local-feature matches "
         "(geometry.rerank_score: DEV groups R@1 0.54 -> 0.59, R@4 0.84 -> 0.96 at ~6-12 ms per hit); "

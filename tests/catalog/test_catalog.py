@@ -37,8 +37,8 @@ def _unit(n, dim, seed=0):
     return v / np.linalg.norm(v, axis=1, keepdims=True)
 
 
-def _rows(n):
-    return [NewImage(None, f"f{i}.jpg", f"hash{i}", 10, 4, 3, None) for i in range(n)]
+def _rows(n, start=0):
+    return [NewImage(None, f"f{i}.jpg", f"hash{i}", 10, 4, 3, None) for i in range(start, start + n)]
 
 
 def test_reconcile_rebuilds_the_index_from_committed_rows(cat_settings):
@@ -113,21 +113,31 @@ def test_uploads_thumbnails_and_removal(cat_settings, sample_photos, embedder):
     catalog.close()
 
 
-def test_default_large_index_is_hnsw_with_persistent_deletes(cat_settings):
+def test_default_large_index_is_compressed_hnsw_with_exact_rerank_and_persistent_deletes(cat_settings):
     settings = cat_settings.model_copy(update={"catalog_flat_max": 300})
     catalog = Catalog("hnsw", settings)
     vectors = _unit(400, catalog.dim, seed=3)
     ids = catalog.add_embedded(_rows(400), vectors)
     catalog.flush()
-    assert catalog.factory == "HNSW32"
+    assert catalog.factory == settings.catalog_index_factory == "PCA96,HNSW32"
+    assert (catalog.root / "vectors.f32").is_file()  # the full vectors the re-rank reads
+    hit = catalog.search(vectors[7:8], 1)[0][0]
+    assert hit.record.id == ids[7] and hit.cosine == pytest.approx(1.0, abs=1e-5)  # exact, not the PCA's score
     catalog.remove(ids[:5])  # HNSW cannot delete: tombstones, saved next to the index
     catalog.close()
     with Catalog("hnsw", settings) as again:
-        assert again.factory == "HNSW32" and again.reconciled == (0, 0)
+        assert again.factory == "PCA96,HNSW32" and again.reconciled == (0, 0)
         assert len(again.store) == 395
         again.check_consistency()
         assert again.search(vectors[0:1], 1)[0][0].record.id != ids[0]
         assert again.search(vectors[9:10], 1)[0][0].record.id == ids[9]
+        more = _unit(3, catalog.dim, seed=4)
+        new_ids = again.add_embedded(_rows(3, start=400), more)  # written to vectors.f32 as well
+        assert again.search(more[1:2], 1)[0][0].record.id == new_ids[1]
+    (catalog.root / "vectors.f32").unlink()  # a lost derived file is rebuilt from SQLite
+    with Catalog("hnsw", settings) as rebuilt:
+        hit = rebuilt.search(vectors[9:10], 1)[0][0]
+        assert hit.record.id == ids[9] and hit.cosine == pytest.approx(1.0, abs=1e-5)
 
 
 def test_catalog_keeps_the_pooling_it_was_built_with(cat_settings, sample_photos):

@@ -1,10 +1,11 @@
 """A named catalog: one folder holding SQLite metadata (with durable vectors) and a FAISS index.
 
 Layout of ``<data_dir>/catalogs/<name>/``: ``catalog.sqlite`` (rows + vectors, the truth),
-``vectors.faiss`` (the search index, saved atomically now and then), ``files/`` (uploaded
-originals), ``thumbs/`` (thumbnails made once). Writes commit to SQLite first, then reach the
-index; opening a catalog reconciles the index with SQLite, so after a crash at any moment the
-two agree again and nothing committed is lost.
+``vectors.faiss`` (the search index, saved atomically now and then), ``vectors.f32`` (large
+catalogs only: the full vectors by id for the exact re-rank of a compressed index, see
+``vector_file.py``), ``files/`` (uploaded originals), ``thumbs/`` (thumbnails made once).
+Writes commit to SQLite first, then reach the index; opening a catalog reconciles the index
+with SQLite, so after a crash at any moment the two agree again and nothing committed is lost.
 """
 
 from __future__ import annotations
@@ -28,10 +29,12 @@ from ..similarity import Thresholds, normalized_score, thresholds_for
 from .faiss_store import FaissStore, fsync_replace
 from .metadata import ImageRecord, Metadata, NewImage
 from .store import VectorStore
+from .vector_file import VectorFile
 
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
 DB_FILE = "catalog.sqlite"
 INDEX_FILE = "vectors.faiss"
+VECTORS_FILE = "vectors.f32"
 THUMB_SIZES = range(16, 1025)
 
 
@@ -147,6 +150,7 @@ class Catalog:
         self.dim = int(info["dim"])
         self.factory = info["index_factory"]
         self.created_at = float(info["created_at"])
+        self.vector_file: VectorFile | None = None  # opened when the index type needs an exact re-rank
         self.store = self._open_store()
         self._data_version = self.meta.data_version()
         self.reconciled = self.reconcile()
@@ -168,11 +172,35 @@ class Catalog:
 
             return open_store(self.settings, self.root, self.dim, factory=self.factory)
         path = self.root / INDEX_FILE
+        refine = self._refine_args(self.factory)
         try:
-            return FaissStore.open(path, self.dim, self.factory, self.settings.catalog_search_params)
+            return FaissStore.open(path, self.dim, self.factory, self.settings.catalog_search_params, **refine)
         except Exception:  # noqa: BLE001 - an unreadable index is only a cache: rebuild it from SQLite
             path.unlink(missing_ok=True)
-            return FaissStore(self.dim, self.factory, path=path, search_params=self.settings.catalog_search_params)
+            return FaissStore(self.dim, self.factory, path=path, search_params=self.settings.catalog_search_params,
+                              **refine)
+
+    def _refine_args(self, factory: str) -> dict:
+        """A compressed index re-ranks its top ``catalog_refine`` candidates with the full vectors."""
+        if factory == "Flat" or self.settings.catalog_refine <= 0:
+            return {}
+        if self.vector_file is None:
+            self.vector_file = VectorFile(self.root / VECTORS_FILE, self.dim)
+        return {"refine": self.settings.catalog_refine, "fetch_vectors": self.vector_file.fetch}
+
+    def _sync_vector_file(self, db_ids: np.ndarray, missing: np.ndarray) -> None:
+        """Rows for ids the saved index lacks; the whole file again when it is new or cut short."""
+        if self.vector_file is None:
+            return
+        if len(db_ids) and self.vector_file.rows <= int(db_ids.max()):
+            self.vector_file.truncate()
+            for ids, vectors in self.meta.iter_vectors(self.dim):
+                self.vector_file.write(ids, vectors)
+        else:
+            for start in range(0, len(missing), 4096):
+                chunk = missing[start : start + 4096]
+                self.vector_file.write(chunk, self.meta.vectors(chunk, self.dim))
+        self.vector_file.sync()
 
     def reconcile(self) -> tuple[int, int]:
         """Make the index hold exactly SQLite's ids; returns (vectors re-added, vectors dropped)."""
@@ -183,6 +211,7 @@ class Catalog:
             missing = np.setdiff1d(db_ids, store_ids, assume_unique=True)
             if len(extra):
                 self.store.remove(extra.tolist())
+            self._sync_vector_file(db_ids, missing)
             if len(missing) and not self.store.is_trained:  # an IVF index lost: retrain it from SQLite
                 try:
                     self._rebuild(self.factory)
@@ -245,6 +274,8 @@ class Catalog:
         """Commit rows + vectors (one SQLite transaction), then add them to the index."""
         with self._lock:
             ids = self.meta.insert(rows, vectors, self.model, replace_ids=replace_ids)
+            if self.vector_file is not None:
+                self.vector_file.write(ids, vectors)
             if replace_ids:
                 self.store.remove(list(replace_ids))
             self.store.add(ids, vectors)
@@ -452,6 +483,8 @@ class Catalog:
                     and len(self.store) > self.settings.catalog_flat_max and large != "Flat"):
                 self._rebuild(large)
             else:
+                if self.vector_file is not None:  # every id the saved index holds has a durable row
+                    self.vector_file.sync()
                 self.store.flush()
             self._dirty = False
             self._last_flush = time.monotonic()
@@ -463,8 +496,11 @@ class Catalog:
 
     def _rebuild(self, factory: str, train_max: int = 200_000) -> None:
         """Build a fresh index of type ``factory`` from the committed vectors, then swap it in."""
+        refine = self._refine_args(factory)
+        if refine:  # the full vectors first: a compressed index answers through them
+            self._sync_vector_file(self.meta.all_ids(), np.zeros(0, dtype=np.int64))
         fresh = FaissStore(self.dim, factory, path=self.root / INDEX_FILE,
-                           search_params=self.settings.catalog_search_params)
+                           search_params=self.settings.catalog_search_params, **refine)
         if not fresh.is_trained:
             sample = []
             taken = 0
@@ -484,6 +520,8 @@ class Catalog:
         with self._lock:
             if self._dirty:
                 self.flush()
+            if self.vector_file is not None:
+                self.vector_file.close()
             self.meta.close()
 
     def __enter__(self) -> "Catalog":
