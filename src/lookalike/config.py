@@ -64,6 +64,10 @@ class Settings(BaseSettings):
         "auto", description="inference engine; 'auto' = OpenVINO when installed (fastest here), else ONNX Runtime"
     )
     threads: int | None = Field(None, description="inference threads; None = all cores")
+    openvino_hint: Literal["latency", "throughput"] = Field(
+        "latency", description="OpenVINO: one stream over all cores, forwards one at a time (latency), or one "
+        "single-thread stream per core with a batch split across them (throughput); benchmarks/results/serving.md"
+    )
     model_cache_size: int = Field(3, ge=1, description="loaded (model, size) pairs kept in memory (LRU)")
 
     # --- weights ------------------------------------------------------------------------------

@@ -211,16 +211,15 @@ def openvino_forward(
 ) -> Forward:
     """OpenVINO on CPU; ``precision=None`` keeps its default (bf16/fp16 where the CPU has it).
 
-    Throughput streams, not one latency stream: ``streams`` (default: one per core) single-thread
-    executors, and a batch is split across them (a pair's two images run side by side). Measured
-    here, one forward spread over two threads ran only 1.2x faster than on one thread at twice the
-    CPU time, so two one-thread streams give a pair ~25 % lower latency and ~25 % less CPU than
-    two sequential two-thread forwards, and concurrent requests no longer fight over the cores
-    (benchmarks/results/serving.md). Each calling thread owns its infer requests; OpenVINO queues
-    them onto the streams, so callers need no lock.
-
-    ``latency=True``: OpenVINO's LATENCY hint instead (one stream over ``threads`` threads), kept
-    for the side-by-side benchmark (benchmarks/backends.py).
+    Two ways to use the cores (``Settings.openvino_hint``). ``latency=True``: one stream spread over
+    ``threads`` threads; the embedder then runs one forward at a time (``CoalescingForward``). The
+    default here: in the server it answered a lone client's pair faster (p50 13.8 vs 15.2 ms) at
+    the same 8-client throughput (benchmarks/results/serving.md). ``latency=False``: ``streams``
+    (default: one per core) single-thread streams, a batch split across them so a pair's two
+    images run side by side; measured alone in one process it forwards a pair in less wall and
+    CPU time (one forward over two threads ran only 1.2x faster than on one), and concurrent
+    callers need no lock: each calling thread owns its infer requests and OpenVINO queues them
+    onto the streams.
 
     ``cache_dir``: OpenVINO's compiled-model cache (keyed by model, config and device), which
     cuts compile time at start-up by more than half (benchmarks/results/serving.md, cold start).
@@ -319,10 +318,11 @@ def create_embedder(
         dim = exported.dim
         if backend == "openvino":
             cache = Path(settings.cache_dir).expanduser() / "openvino"
-            forward = openvino_forward(str(exported.onnx_path), threads, cache_dir=str(cache))
+            forward = openvino_forward(str(exported.onnx_path), threads, cache_dir=str(cache),
+                                       latency=settings.openvino_hint == "latency")
         else:
             forward = onnxruntime_forward(str(exported.onnx_path), threads)
-    if backend != "openvino":  # OpenVINO queues concurrent requests onto its streams itself
+    if backend != "openvino" or settings.openvino_hint == "latency":  # OpenVINO streams queue requests themselves
         forward = CoalescingForward(forward)
     return Embedder(spec.name, size, dim, preprocessing, forward, backend, limits)
 

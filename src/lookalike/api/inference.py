@@ -3,9 +3,10 @@
 Requests queue here, and when the queue is full the caller gets 503 + Retry-After instead of an
 ever-growing latency. ``workers`` threads take requests from the queue: while one request decodes
 its images (Pillow releases the GIL), another's forward runs. The engine never oversubscribes the
-cores: OpenVINO runs one single-thread stream per core and queues concurrent forwards onto them;
-ONNX Runtime spreads one forward over all cores, so its embedder's ``CoalescingForward`` runs one
-at a time and batches those that wait (benchmarks/results/serving.md).
+cores: an engine that spreads one forward over all cores (ONNX Runtime; OpenVINO's default
+latency hint) runs one at a time through the embedder's ``CoalescingForward``, which batches those
+that wait; OpenVINO's throughput hint queues concurrent forwards onto one single-thread stream per
+core itself (benchmarks/results/serving.md).
 """
 
 from __future__ import annotations
