@@ -67,17 +67,24 @@ def time_calls(fn: Callable[[int], object], n: int, warmup: int = 3) -> Stats:
     return Stats.of(samples)
 
 
-def interleaved(fns: dict[str, Callable[[int], object]], rounds: int, warmup: int = 3) -> dict[str, Stats]:
-    """Time several contenders round-robin, so load from other processes hits them all alike."""
+def interleaved(fns: dict[str, Callable[[int], object]], rounds: int, warmup: int = 3,
+                block: int = 1) -> dict[str, Stats]:
+    """Time several contenders round-robin, so load from other processes hits them all alike.
+
+    ``block`` > 1: each turn makes ``block`` calls and times all but the first, which absorbs the
+    switch from the previous contender (engines whose idle threads still spin, cold caches).
+    """
     for i in range(warmup):
         for fn in fns.values():
             fn(i)
     samples: dict[str, list[float]] = {name: [] for name in fns}
     for r in range(rounds):
         for name, fn in fns.items():
-            t0 = time.perf_counter()
-            fn(warmup + r)
-            samples[name].append((time.perf_counter() - t0) * 1000.0)
+            for j in range(block):
+                t0 = time.perf_counter()
+                fn(warmup + r * block + j)
+                if j or block == 1:
+                    samples[name].append((time.perf_counter() - t0) * 1000.0)
     return {name: Stats.of(values) for name, values in samples.items()}
 
 
