@@ -57,23 +57,36 @@ def eval_pairs(
     plot: PlotOpt = None,
     baseline: BaselineOpt = None,
     threshold: Annotated[float | None, typer.Option(help="judge at this score instead of the calibrated one")] = None,
+    geometry: Annotated[bool | None, typer.Option(
+        "--geometry/--no-geometry", help="judge lookalike's verdicts as the service gives them: the score line "
+        "plus the geometric check (default: the geometric_check setting); AUC/AP always rank the score")] = None,
 ) -> None:
     """ROC-AUC, average precision, best-F1 threshold and P/R/F1 at the threshold in force, per kind too."""
     from .baselines import baseline_scorer
     from .config import get_settings
-    from .evaluation import load_pairs, pair_metrics
+    from .evaluation import load_pairs, pair_metrics, service_decisions
+    from .imaging import ImageLimits
 
     settings = get_settings()
+    use_geometry = settings.geometric_check if geometry is None else geometry
     try:
         pairs = load_pairs(pairs_csv)
         main, thresholds = _lookalike_scorer(model, size, settings)
         if threshold is not None:
             main.threshold = threshold
+            thresholds = thresholds.__class__(threshold, min(threshold, thresholds.near_duplicate),
+                                              min(threshold, thresholds.similar), "--threshold")
+        if use_geometry:
+            main.name += " + geometric check"
         scorers = [main, *(baseline_scorer(b, settings) for b in (baseline or []))]
         results = []
         for scorer in scorers:
             scores = scorer.pair_scores(pairs.path_a, pairs.path_b)
-            results.append((scorer, scores, pair_metrics(scores, pairs.labels, scorer.threshold, pairs.kinds)))
+            decisions = (service_decisions(pairs.path_a, pairs.path_b, scores, thresholds,
+                                           ImageLimits.from_settings(settings))
+                         if scorer is main and use_geometry else None)
+            results.append((scorer, scores, pair_metrics(scores, pairs.labels, scorer.threshold, pairs.kinds,
+                                                         decisions)))
     except LookalikeError as exc:
         _fail(exc)
     if plot is not None:

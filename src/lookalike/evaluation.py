@@ -176,8 +176,13 @@ def _auc(scores: np.ndarray, labels: np.ndarray) -> float:
 
 
 def pair_metrics(scores: Sequence[float], labels: Sequence[int], threshold: float,
-                 kinds: Sequence[str] | None = None) -> PairMetrics:
-    """All pair metrics for one score per pair; ``threshold`` is the one in force (shipped or configured)."""
+                 kinds: Sequence[str] | None = None, decisions: Sequence[bool] | None = None) -> PairMetrics:
+    """All pair metrics for one score per pair; ``threshold`` is the one in force (shipped or configured).
+
+    ``decisions``: what the service answers per pair (``service_decisions``: the score line plus the
+    geometric check); when given, P/R/F1 at the threshold and the per-kind shares judge those
+    instead of ``score >= threshold``. AUC, AP and best F1 always rank the score.
+    """
     from sklearn.metrics import average_precision_score
 
     scores = np.asarray(scores, dtype=np.float64)
@@ -186,7 +191,8 @@ def pair_metrics(scores: Sequence[float], labels: Sequence[int], threshold: floa
         raise EvalDataError("need one score per labelled pair, and at least one pair")
     has_both = len(set(labels.tolist())) == 2
     best_f1, best_t = best_f1_threshold(scores, labels)
-    p, r, f1 = prf_at(scores, labels, threshold)
+    predicted_all = scores >= threshold if decisions is None else np.asarray(decisions, dtype=bool)
+    p, r, f1 = prf_at(predicted_all.astype(np.float64), labels, 0.5)
     result = PairMetrics(
         n=len(labels), n_pos=int(labels.sum()), roc_auc=_auc(scores, labels),
         average_precision=float(average_precision_score(labels, scores)) if has_both else float("nan"),
@@ -199,14 +205,38 @@ def pair_metrics(scores: Sequence[float], labels: Sequence[int], threshold: floa
         for kind in sorted(set(kinds_arr.tolist())):
             mask = kinds_arr == kind
             label = int(round(labels[mask].mean()))
-            predicted = scores[mask] >= threshold
-            correct = float(np.mean(predicted == labels[mask].astype(bool)))
+            correct = float(np.mean(predicted_all[mask] == labels[mask].astype(bool)))
             auc = None
             if label == 1 and negatives.any():
                 sel = mask | negatives
                 auc = _auc(scores[sel], labels[sel])
             result.per_kind.append(KindMetrics(kind, label, int(mask.sum()), float(scores[mask].mean()), correct, auc))
     return result
+
+
+def service_decisions(path_a: Sequence[Path], path_b: Sequence[Path], scores: Sequence[float], thresholds,
+                      limits=None) -> np.ndarray:  # noqa: ANN001 - similarity.Thresholds, imaging.ImageLimits
+    """Is each pair a match as ``/v1/compare`` answers it (``is_match``): the score line, with the
+    geometric check re-deciding pairs whose score is near or above the ``similar`` line."""
+    from .geometry import FLOOR, decide_tier, load_features, match_features
+    from .similarity import Tier
+
+    features: dict[str, object] = {}
+
+    def features_of(path: Path):  # noqa: ANN202 - geometry.LocalFeatures
+        key = str(path)
+        if key not in features:
+            features[key] = load_features(path, limits)
+        return features[key]
+
+    out = []
+    for a, b, score in zip(path_a, path_b, scores):
+        match = score >= thresholds.match
+        if score >= thresholds.similar - FLOOR:
+            tier = decide_tier(float(score), thresholds, match_features(features_of(a), features_of(b)))
+            match = match or tier in (Tier.EXACT, Tier.NEAR_DUPLICATE)
+        out.append(bool(match))
+    return np.asarray(out, dtype=bool)
 
 
 # ----------------------------------------------------------------------------------- groups

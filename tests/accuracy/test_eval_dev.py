@@ -45,6 +45,21 @@ def test_pairs_floor_at_the_shipped_threshold(embedder, dev_pairs, dev_scores, s
             assert kind.correct_at_threshold >= 0.93, kind  # measured >= 0.952 (lite0); one pair is 0.02
 
 
+def test_service_verdicts_with_the_geometric_check_meet_the_f1_target(embedder, dev_pairs, dev_scores, settings):
+    """What /v1/compare answers (score line + geometric check), judged on DEV: F1 0.989 measured."""
+    from lookalike.evaluation import service_decisions
+
+    thresholds = thresholds_for(embedder.model_name, embedder.input_size, settings)
+    decisions = service_decisions(dev_pairs.path_a, dev_pairs.path_b, dev_scores, thresholds)
+    checked = pair_metrics(dev_scores, dev_pairs.labels, thresholds.match, dev_pairs.kinds, decisions)
+    plain = pair_metrics(dev_scores, dev_pairs.labels, thresholds.match, dev_pairs.kinds)
+    assert checked.roc_auc == plain.roc_auc  # the ranking metrics stay the score's
+    assert checked.f1_at_threshold >= 0.985 and checked.f1_at_threshold > plain.f1_at_threshold
+    for kind in checked.per_kind:
+        if kind.label == 1:
+            assert kind.correct_at_threshold >= 0.95, kind
+
+
 def test_lookalike_beats_phash_in_the_same_run(dev_pairs, dev_scores):
     phash = PHashScorer().pair_scores(dev_pairs.path_a, dev_pairs.path_b)
     ours = pair_metrics(dev_scores, dev_pairs.labels, 0.8)
