@@ -1,6 +1,7 @@
 """Two images -> one ``Comparison``: the library function behind the API, CLI and Python use.
 
-Decoding and embedding are timed separately so every caller can show where the time went.
+Preparing (decode, resize, normalize) and embedding (the forward pass) are timed separately, so
+every caller can show where the time went.
 An ``EmbeddingCache`` keyed by content hash makes a repeated upload cost only its hash.
 """
 
@@ -17,6 +18,7 @@ from PIL import Image
 from .config import Settings, get_settings
 from .embed import Embedder, EmbedderPool
 from .imaging import ImageSource, content_hash, decode, load_image, pixel_digest, read_source_bytes
+from .parallel import side_by_side
 from .similarity import Thresholds, Tier, cosine, normalized_score, thresholds_for
 
 
@@ -72,18 +74,22 @@ class _Prepared:
     digest: str | None  # content hash of the bytes, when the source had bytes
     image: Image.Image | None  # decoded image, unless the embedding was cached
     vector: np.ndarray | None
+    array: np.ndarray | None = None  # the model's (1, 3, H, W) input, when the embedding is still to do
 
 
 def _prepare(embedder: Embedder, source: ImageSource, cache: EmbeddingCache | None) -> _Prepared:
+    """Hash, cache lookup, decode and resize + normalize: everything before the forward pass."""
     data = read_source_bytes(source, embedder.limits)
     if data is None:
-        return _Prepared(None, load_image(source, embedder.limits), None)
+        image = load_image(source, embedder.limits)
+        return _Prepared(None, image, None, embedder.preprocessing.to_array([image]))
     digest = content_hash(data)
     if cache is not None:
         vector = cache.get((embedder.model_name, embedder.input_size, embedder.preprocessing.mode, digest))
         if vector is not None:
             return _Prepared(digest, None, vector)
-    return _Prepared(digest, decode(data, embedder.limits, draft_side=embedder.preprocessing.decode_side), None)
+    image = decode(data, embedder.limits, draft_side=embedder.preprocessing.decode_side)
+    return _Prepared(digest, image, None, embedder.preprocessing.to_array([image]))
 
 
 def compare_with(
@@ -101,11 +107,12 @@ def compare_with(
     (``near_duplicate``) from another shot (``similar``); it runs only when the score says one of those.
     """
     t0 = time.perf_counter()
-    first, second = _prepare(embedder, a, cache), _prepare(embedder, b, cache)
+    # both images at once (decode and resize release the GIL): a lone pair answers ~1.5 ms sooner
+    first, second = side_by_side(lambda: _prepare(embedder, a, cache), lambda: _prepare(embedder, b, cache))
     t1 = time.perf_counter()
     todo = [p for p in (first, second) if p.vector is None]
     if todo:
-        vectors = embedder.encode_decoded([p.image for p in todo])  # type: ignore[misc]
+        vectors = embedder.encode_arrays(np.concatenate([p.array for p in todo]))  # type: ignore[misc]
         for prepared, vector in zip(todo, vectors):
             prepared.vector = vector
             if cache is not None and prepared.digest is not None:

@@ -205,7 +205,7 @@ def decode(data: bytes, limits: ImageLimits = DEFAULT_LIMITS, *, draft_side: int
             image.draft("RGB", _draft_request(image.size, draft_side))
         image.seek(0)
         image.load()
-        image = ImageOps.exif_transpose(image) or image
+        ImageOps.exif_transpose(image, in_place=True)  # upright; no copy when there is nothing to turn
         return to_rgb(image)
     except (OSError, ValueError, SyntaxError, EOFError, struct.error, IndexError, KeyError, TypeError,
             ZeroDivisionError, Image.DecompressionBombError) as exc:

@@ -26,9 +26,9 @@ class ThresholdSet(BaseModel):
 
 
 class Timing(BaseModel):
-    decode: float
-    embed: float
-    total: float
+    decode: float = Field(description="ms: hashing, decoding, resizing and normalizing both images")
+    embed: float = Field(description="ms: the forward pass")
+    total: float = Field(description="ms: the whole request inside the server")
 
 
 class CompareResult(BaseModel):
