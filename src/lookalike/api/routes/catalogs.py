@@ -218,6 +218,13 @@ async def search(
     k: Annotated[int | None, Query(ge=1, le=1000, description="how many results (default 10)")] = None,
     k_form: Annotated[int | None, Form(alias="k", ge=1, le=1000)] = None,
 ) -> dict:
+    """The catalog images closest to the query, best first.
+
+    Order: cosine similarity, with the top `search_rerank_top` (default 50) re-ranked by
+    local-feature evidence (cosine + capped keypoint inliers), which lifts other shots of the same
+    object; so a result can follow one with a higher `score`. Verdicts of the first ten use the
+    geometric check (another shot reads `similar`, an edited copy `near_duplicate`).
+    """
     if (image is None) == (id is None):
         raise LookalikeError("send exactly one of: an `image` file, or the `id` of a catalog image",
                              status=422, code="bad_query")
