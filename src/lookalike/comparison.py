@@ -34,7 +34,7 @@ class Comparison:
 
     @property
     def is_match(self) -> bool:
-        return self.tier in (Tier.EXACT, Tier.NEAR_DUPLICATE) or self.score >= self.thresholds.match
+        return self.thresholds.is_match(self.score, self.tier)
 
 
 class EmbeddingCache:

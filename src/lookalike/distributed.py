@@ -319,25 +319,14 @@ def index_with_ray(
     same command after an interruption and only what was not committed is embedded. Returns the
     single-process indexer's ``IndexReport`` (timings: scan, ray_start, embed, write, remove).
     """
-    from .catalog.indexer import IndexProgress, IndexReport, unchanged_since_indexed
+    from .catalog.indexer import IndexProgress, IndexReport, changed_since_indexed
 
     started = time.perf_counter()
     paths, folder = list_sources(source)
     report = IndexReport(catalog.name, str(folder or Path(source).expanduser().resolve()))
     report.scanned = len(paths)
     existing, hashes = _catalog_state(catalog, folder, paths)
-    todo = []
-    for path in paths:
-        old = existing.get(path)
-        if old is not None:
-            try:
-                if unchanged_since_indexed(path, old):
-                    report.unchanged += 1
-                    continue
-            except OSError as exc:
-                report.errors.append((path, f"cannot stat: {exc.strerror or exc}"))
-                continue
-        todo.append(path)
+    todo = [path for path, _ in changed_since_indexed(paths, existing, report)]
     timings = {"scan": time.perf_counter() - started, "ray_start": 0.0, "embed": 0.0, "write": 0.0, "remove": 0.0}
 
     settings = catalog.settings

@@ -345,11 +345,11 @@ class EmbedderPool:
         return (spec.name, size)
 
     def get(self, model_name: str | None = None, input_size: int | None = None) -> Embedder:
+        loaded = self.get_loaded(model_name, input_size)
+        if loaded is not None:
+            return loaded
         key = self.key(model_name, input_size)
         with self._lock:
-            if key in self._items:
-                self._items.move_to_end(key)
-                return self._items[key]
             key_lock = self._key_locks.setdefault(key, threading.Lock())
         with key_lock:
             with self._lock:

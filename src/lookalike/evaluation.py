@@ -218,8 +218,7 @@ def service_decisions(path_a: Sequence[Path], path_b: Sequence[Path], scores: Se
                       limits=None) -> np.ndarray:  # noqa: ANN001 - similarity.Thresholds, imaging.ImageLimits
     """Is each pair a match as ``/v1/compare`` answers it (``is_match``): the score line, with the
     geometric check re-deciding pairs whose score is near or above the ``similar`` line."""
-    from .geometry import FLOOR, decide_tier, load_features, match_features
-    from .similarity import Tier
+    from .geometry import decide_tier, load_features, match_features, needs_check
 
     features: dict[str, object] = {}
 
@@ -231,11 +230,10 @@ def service_decisions(path_a: Sequence[Path], path_b: Sequence[Path], scores: Se
 
     out = []
     for a, b, score in zip(path_a, path_b, scores):
-        match = score >= thresholds.match
-        if score >= thresholds.similar - FLOOR:
+        tier = thresholds.tier(float(score))
+        if needs_check(float(score), thresholds, tier):
             tier = decide_tier(float(score), thresholds, match_features(features_of(a), features_of(b)))
-            match = match or tier in (Tier.EXACT, Tier.NEAR_DUPLICATE)
-        out.append(bool(match))
+        out.append(thresholds.is_match(float(score), tier))
     return np.asarray(out, dtype=bool)
 
 

@@ -193,6 +193,14 @@ ALIGNED_MANY = (15, 0.6)  # more corners fit: a caption or heavy JPEG may lower 
 FLOOR = 0.04
 
 
+def needs_check(score: float, thresholds, tier: Tier) -> bool:
+    """Whether the geometric check may change this tier: not for ``exact``, nor for ``different``
+    more than ``FLOOR`` below the similar line; for everything else (copy or shot?) it decides."""
+    if tier is Tier.EXACT:
+        return False
+    return tier is not Tier.DIFFERENT or score >= thresholds.similar - FLOOR
+
+
 def decide_tier(score: float, thresholds, geometry: GeometryResult | None) -> Tier:
     """The tier from the embedding score and, when it was run, the geometric check."""
     tier = thresholds.tier(score)
@@ -215,7 +223,7 @@ def refine_tier(a, b, score: float, thresholds, tier: Tier, limits=None) -> Tier
     ``near_duplicate``, another shot becomes ``similar``. ``a``/``b``: PIL images or anything
     ``imaging.load_image`` reads.
     """
-    if tier is Tier.EXACT or (tier is Tier.DIFFERENT and score < thresholds.similar - FLOOR):
+    if not needs_check(score, thresholds, tier):
         return tier
     from .imaging import DEFAULT_LIMITS, load_image
 

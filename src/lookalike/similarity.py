@@ -50,6 +50,10 @@ class Thresholds:
     similar: float
     source: str  # where these numbers came from
 
+    def is_match(self, score: float, tier: Tier) -> bool:
+        """The yes/no answer: a copy by tier (exact, near_duplicate), or a score on the match line."""
+        return tier in (Tier.EXACT, Tier.NEAR_DUPLICATE) or score >= self.match
+
     def tier(self, score: float, *, exact: bool = False) -> Tier:
         if exact:
             return Tier.EXACT

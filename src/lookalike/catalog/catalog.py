@@ -399,15 +399,13 @@ class Catalog:
         first ``search_rerank_top`` hits are re-ordered by ``geometry.rerank_score`` (the cosine plus
         the capped inlier share), which lifts other shots of the same object that share texture.
         """
-        from ..geometry import FLOOR, decide_tier, load_features, match_features, rerank_score
+        from ..geometry import decide_tier, load_features, match_features, needs_check, rerank_score
         from ..similarity import Tier
 
         rerank = min(self.settings.search_rerank_top, len(results))
 
         def wants_tier(i: int, r: SearchResult) -> bool:
-            return i < self.VERIFY_TOP and (
-                r.verdict in (Tier.NEAR_DUPLICATE.value, Tier.SIMILAR.value)
-                or (r.verdict == Tier.DIFFERENT.value and r.score >= thresholds.similar - FLOOR))
+            return i < self.VERIFY_TOP and needs_check(r.score, thresholds, Tier(r.verdict))
 
         todo = [i for i, r in enumerate(results) if i < rerank or wants_tier(i, r)]
         if not todo:

@@ -181,6 +181,26 @@ def unchanged_since_indexed(path, record) -> bool:  # noqa: ANN001 - a path and 
     return stat.st_size == record.size and record.mtime is not None and abs(stat.st_mtime - record.mtime) < 1e-6
 
 
+def changed_since_indexed(
+    paths: list[str], existing: dict, report: IndexReport
+) -> list[tuple[str, ImageRecord | None]]:
+    """The paths to (re-)embed, each with its current record (None: new); unchanged ones and
+    unreadable ones are counted in ``report`` instead. Shared by the local and the Ray indexer."""
+    todo: list[tuple[str, ImageRecord | None]] = []
+    for path in paths:
+        old = existing.get(path)
+        if old is not None:
+            try:
+                if unchanged_since_indexed(path, old):
+                    report.unchanged += 1
+                    continue
+            except OSError as exc:
+                report.errors.append((path, f"cannot stat: {exc.strerror or exc}"))
+                continue
+        todo.append((path, old))
+    return todo
+
+
 def index_folder(
     folder: str | Path,
     catalog: Catalog,
@@ -205,22 +225,10 @@ def index_folder(
 
     # --- scan: what is new, changed, unchanged, vanished -----------------------------------
     existing = catalog.meta.paths_under(str(root))
-    todo: list[tuple[str, ImageRecord | None]] = []
-    seen: set[str] = set()
-    for path in walk_images(root):
-        key = str(path)
-        seen.add(key)
-        report.scanned += 1
-        old = existing.get(key)
-        if old is not None:
-            try:
-                if unchanged_since_indexed(path, old):
-                    report.unchanged += 1
-                    continue
-            except OSError as exc:
-                report.errors.append((key, f"cannot stat: {exc.strerror or exc}"))
-                continue
-        todo.append((key, old))
+    paths = [str(path) for path in walk_images(root)]
+    seen = set(paths)
+    report.scanned = len(paths)
+    todo = changed_since_indexed(paths, existing, report)
     timings["scan"] = time.perf_counter() - started
 
     # --- read -> embed -> write -------------------------------------------------------------
