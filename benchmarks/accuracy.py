@@ -306,22 +306,41 @@ def geometry_for(pairs: list[tuple[Path, Path]]) -> dict[str, list]:
     return cache
 
 
-def tier_trial(trial: Trial, settings: Settings) -> dict:
-    """Tiers as the service decides them (shipped-style thresholds from DEV + the geometric check)."""
+@dataclass
+class TierData:
+    """The sets a tier analysis judges, one trial's embeddings of them, and its DEV-calibrated lines."""
+
+    dev: object  # evaluation.PairSet
+    hard: object  # evaluation.PairSet (generated harder edits)
+    groups: object  # evaluation.GroupSet
+    shots: list[tuple[Path, Path]]  # other shots of one object
+    vecs: dict[str, np.ndarray]
+    thresholds: object  # similarity.Thresholds, calibrated as the shipped ones are
+
+
+def tier_data(trial: Trial, settings: Settings) -> TierData:
     from lookalike.calibration import calibrate_scores, group_pair_scores
-    from lookalike.geometry import FLOOR, GeometryResult, decide_tier
-    from lookalike.similarity import Thresholds, Tier
+    from lookalike.similarity import Thresholds
 
     dev = load_pairs(DEV / "pairs.csv")
     hard = load_pairs(make_hard_pairs())
     groups = load_groups(DEV / "groups.csv")
-    shots = other_shot_pairs()
     paths = list(dict.fromkeys([*dev.unique_paths(), *hard.unique_paths(), *groups.paths]))
     vecs, _ = embed_all(trial, paths, settings)
     dev_s = pair_scores(vecs, dev.path_a, dev.path_b)
     same, _ = group_pair_scores(np.stack([vecs[str(p)] for p in groups.paths]), groups.groups)
     cal = calibrate_scores(trial.model, trial.size, dev_s, dev.labels, kinds=dev.kinds, same_group_scores=same)
-    t = Thresholds(cal.match, cal.near_duplicate, cal.similar, "bench")
+    return TierData(dev, hard, groups, other_shot_pairs(), vecs,
+                    Thresholds(cal.match, cal.near_duplicate, cal.similar, "bench"))
+
+
+def tier_trial(trial: Trial, settings: Settings) -> dict:
+    """Tiers as the service decides them (shipped-style thresholds from DEV + the geometric check)."""
+    from lookalike.geometry import FLOOR, GeometryResult, decide_tier
+    from lookalike.similarity import Tier
+
+    data = tier_data(trial, settings)
+    dev, hard, shots, vecs, t = data.dev, data.hard, data.shots, data.vecs, data.thresholds
     sets = {
         "dev": (dev.path_a, dev.path_b, dev.labels, dev.kinds),
         "hard": (hard.path_a, hard.path_b, hard.labels, hard.kinds),

@@ -36,12 +36,11 @@ from accuracy import (
     Trial,
     bench_settings,
     embed_all,
-    make_hard_pairs,
-    other_shot_pairs,
     pair_scores,
+    tier_data,
 )
 
-from lookalike.evaluation import group_metrics_from_similarity, load_groups, load_pairs
+from lookalike.evaluation import group_metrics_from_similarity, load_groups
 
 LOCAL = CACHE / "local"
 OUT = REPO / "benchmarks" / "results" / "accuracy_local.md"
@@ -351,24 +350,16 @@ def pair_results(pairs: list[tuple[str, str]], cfg: Config, ratio: float = 0.8) 
     return known, known.get("__ms__", float("nan"))
 
 
+def stem(p: Path | str) -> str:
+    """The DEV original a (generated) file was made from: its name before ``__`` / the extension."""
+    return Path(p).name.split("__")[0].rsplit(".", 1)[0]
+
+
 def part_b(log: list[str]) -> dict:
-    from lookalike.calibration import calibrate_scores, group_pair_scores
-
-    settings = bench_settings()
-    dev = load_pairs(DEV / "pairs.csv")
-    hard = load_pairs(make_hard_pairs())
-    groups = load_groups(DEV / "groups.csv")
-    shots = other_shot_pairs()
-    allp = list(dict.fromkeys([*dev.unique_paths(), *hard.unique_paths(), *groups.paths]))
-    vecs, _ = embed_all(DEFAULT, allp, settings)
-    dev_s = pair_scores(vecs, dev.path_a, dev.path_b)
-    same, _ = group_pair_scores(np.stack([vecs[str(p)] for p in groups.paths]), groups.groups)
-    cal = calibrate_scores(DEFAULT.model, DEFAULT.size, dev_s, dev.labels, kinds=dev.kinds, same_group_scores=same)
-    t_match, t_nd, t_sim = cal.match, cal.near_duplicate, cal.similar
+    data = tier_data(DEFAULT, bench_settings())
+    dev, hard, groups, shots, vecs = data.dev, data.hard, data.groups, data.shots, data.vecs
+    t_match, t_nd, t_sim = data.thresholds.match, data.thresholds.near_duplicate, data.thresholds.similar
     log.append(f"lite0 GeM thresholds (DEV-calibrated as tier_trial does): match {t_match:.4f}, near_dup {t_nd:.4f}, similar {t_sim:.4f}")
-
-    def stem(p: Path) -> str:
-        return Path(p).name.split("__")[0].rsplit(".", 1)[0]
 
     sets = {}
     for name, ps in (("dev", dev), ("hard", hard)):
@@ -627,23 +618,10 @@ def _geometry_module(which: str):
 def shipped_tiers(log: list[str]) -> dict:
     """Tiers exactly as the service decides them (tier_trial's sets and DEV-calibrated thresholds),
     with the committed geometry.py ('before') and the working tree's ('now'), per split."""
-    from lookalike.calibration import calibrate_scores, group_pair_scores
-    from lookalike.similarity import Thresholds, Tier
+    from lookalike.similarity import Tier
 
-    settings = bench_settings()
-    dev = load_pairs(DEV / "pairs.csv")
-    hard = load_pairs(make_hard_pairs())
-    groups = load_groups(DEV / "groups.csv")
-    shots = other_shot_pairs()
-    allp = list(dict.fromkeys([*dev.unique_paths(), *hard.unique_paths(), *groups.paths]))
-    vecs, _ = embed_all(DEFAULT, allp, settings)
-    dev_s = pair_scores(vecs, dev.path_a, dev.path_b)
-    same, _ = group_pair_scores(np.stack([vecs[str(p)] for p in groups.paths]), groups.groups)
-    cal = calibrate_scores(DEFAULT.model, DEFAULT.size, dev_s, dev.labels, kinds=dev.kinds, same_group_scores=same)
-    t = Thresholds(cal.match, cal.near_duplicate, cal.similar, "bench")
-
-    def stem(p) -> str:
-        return Path(p).name.split("__")[0].rsplit(".", 1)[0]
+    data = tier_data(DEFAULT, bench_settings())
+    dev, hard, groups, shots, vecs, t = data.dev, data.hard, data.groups, data.shots, data.vecs, data.thresholds
 
     g_of = dict(zip(map(str, groups.paths), groups.groups))
     sets = {"dev": (dev.path_a, dev.path_b, np.asarray(dev.labels), list(dev.kinds), [stem(b) for b in dev.path_b]),
