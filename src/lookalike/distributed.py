@@ -152,17 +152,54 @@ class EmbedWorker:
 
 
 def ray_init(num_cpus: int | None = None, address: str | None = None,
-             object_store_memory: int = 500 * 1024 * 1024) -> bool:
-    """Start a local Ray (or join ``address``) unless one is up; True when this call started it."""
+             object_store_memory: int = 500 * 1024 * 1024, attempts: int = 3,
+             retry_pause_s: float = 2.0) -> bool:
+    """Start a local Ray (or join ``address``) unless one is up; True when this call started it.
+
+    Why retry: a local Ray gives its raylet a fixed 30 s to register, and on a loaded 2-core box
+    (a CI run, a laptop busy indexing) that start-up race is occasionally lost, with the previous
+    cluster's processes still exiting. A fresh start then almost always succeeds. When every
+    attempt fails, the error carries the tail of Ray's own logs, since Ray's message alone
+    ("timed out during startup") names no cause.
+    """
     ray = _import_ray()
     if ray.is_initialized():
         return False
     if address:
         ray.init(address=address, log_to_driver=False)
-    else:
-        ray.init(num_cpus=num_cpus, object_store_memory=object_store_memory, include_dashboard=False,
-                 log_to_driver=False)
-    return True
+        return True
+    os.environ.setdefault("RAY_DISABLE_USAGE_STATS", "1")  # no phoning home from an offline box
+    for attempt in range(1, attempts + 1):
+        try:
+            ray.init(num_cpus=num_cpus, object_store_memory=object_store_memory, include_dashboard=False,
+                     log_to_driver=False)
+            return True
+        except Exception as error:  # Ray raises a bare Exception on a start-up timeout
+            ray.shutdown()
+            if attempt == attempts:
+                raise LookalikeError(
+                    f"could not start a local Ray after {attempts} attempts: {error}\n{_ray_log_tail()}",
+                    status=503, code="ray_unavailable",
+                ) from error
+            time.sleep(retry_pause_s * attempt)
+    return True  # unreachable; keeps type checkers content
+
+
+def _ray_log_tail(lines: int = 15) -> str:
+    """The last lines of the latest local Ray session's raylet and GCS logs, for a start-up error."""
+    try:
+        from ray._common.utils import get_default_ray_temp_dir
+        logs = Path(get_default_ray_temp_dir()) / "session_latest" / "logs"
+    except ImportError:  # another Ray layout: its documented default
+        logs = Path(os.environ.get("RAY_TMPDIR", "/tmp")) / "ray" / "session_latest" / "logs"
+    parts = []
+    for name in ("raylet.err", "raylet.out", "gcs_server.err", "gcs_server.out"):
+        path = logs / name
+        if path.is_file():
+            tail = path.read_text(errors="replace").splitlines()[-lines:]
+            if tail:
+                parts.append(f"--- {path}\n" + "\n".join(tail))
+    return "\n".join(parts) or f"(no Ray logs under {logs})"
 
 
 def embed_with_ray(

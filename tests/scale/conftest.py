@@ -17,7 +17,7 @@ def need(module: str) -> None:
 
 @pytest.fixture(scope="module")
 def local_ray():
-    """A local Ray instance for the module (about 7-10 s to start), shut down afterwards."""
+    """A local Ray instance for the module (about 3-10 s to start, retried on a lost start-up race), shut down afterwards."""
     need("ray")
     import ray
 
