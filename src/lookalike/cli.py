@@ -144,7 +144,9 @@ def config_show(as_json: Annotated[bool, typer.Option("--json")] = False) -> Non
     console.print(table)
 
 
-# --- areas --- (each area registers its commands here, one line each)
-from .cli_eval import register as _register_eval; _register_eval(app)  # eval pairs|groups, calibrate
-from .cli_catalog import register as _register_catalog; _register_catalog(app)  # index, search, dedup, catalogs
-from .cli_scale import register as _register_scale; _register_scale(app)  # catalog export|import
+# --- areas --- (each area module registers its commands on ``app``; imported last, as they use it)
+from . import cli_catalog, cli_eval, cli_scale  # noqa: E402
+
+cli_eval.register(app)  # eval pairs|groups, calibrate
+cli_catalog.register(app)  # index, search, dedup, catalogs
+cli_scale.register(app)  # catalog export|import

@@ -356,7 +356,7 @@ def index_with_ray(
     same command after an interruption and only what was not committed is embedded. Returns the
     single-process indexer's ``IndexReport`` (timings: scan, ray_start, embed, write, remove).
     """
-    from .catalog.indexer import IndexProgress, IndexReport, changed_since_indexed
+    from .catalog.indexer import IndexProgress, IndexReport, changed_since_indexed, finish_index
 
     started = time.perf_counter()
     paths, folder = list_sources(source)
@@ -399,18 +399,6 @@ def index_with_ray(
             import ray
 
             ray.shutdown()
-    if writer.touches:
-        catalog.meta.touch(writer.touches)
-    if remove_vanished and folder is not None:
-        start = time.perf_counter()
-        seen = set(paths)
-        gone = [record.id for path, record in existing.items() if path not in seen]
-        if gone:
-            report.removed = catalog.remove(gone)
-        timings["remove"] = time.perf_counter() - start
-    start = time.perf_counter()
-    catalog.flush()
-    timings["write"] = writer.write_s + time.perf_counter() - start
-    report.timings = timings
-    report.elapsed_s = time.perf_counter() - started
-    return report
+    timings["write"] = writer.write_s
+    return finish_index(catalog, report, timings, started, touches=writer.touches, existing=existing,
+                        seen=set(paths) if remove_vanished and folder is not None else None)

@@ -35,7 +35,9 @@ def curves_from_scores(scores: Sequence[float], labels: Sequence[int], bins: int
         fp = int(np.sum(predicted & ~labels))
         precision.append(tp / (tp + fp) if tp + fp else 1.0)
         recall.append(tp / max(int(labels.sum()), 1))
-    r = lambda values: [round(float(v), 5) for v in values]
+    def r(values: Any) -> list[float]:  # 5 decimals keep the page's JSON small
+        return [round(float(v), 5) for v in values]
+
     return {
         "roc": {"fpr": r(fpr[keep]), "tpr": r(tpr[keep])},
         "hist": {"edges": r(edges), "pos": np.histogram(scores[labels], edges)[0].tolist(),

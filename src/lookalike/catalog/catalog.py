@@ -196,10 +196,12 @@ class Catalog:
             self.vector_file.truncate()
             for ids, vectors in self.meta.iter_vectors(self.dim):
                 self.vector_file.write(ids, vectors)
-        else:
+        elif len(missing):
             for start in range(0, len(missing), 4096):
                 chunk = missing[start : start + 4096]
                 self.vector_file.write(chunk, self.meta.vectors(chunk, self.dim))
+        else:
+            return  # nothing written: nothing to make durable (refresh runs this on every change)
         self.vector_file.sync()
 
     def reconcile(self) -> tuple[int, int]:

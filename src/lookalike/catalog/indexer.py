@@ -291,9 +291,25 @@ def index_folder(
         embed_batch()
         writer.commit()
 
+    return finish_index(catalog, report, timings, started, touches=touches, existing=existing,
+                        seen=seen if remove_vanished else None)
+
+
+def finish_index(
+    catalog: Catalog,
+    report: IndexReport,
+    timings: dict[str, float],
+    started: float,
+    *,
+    touches: list[tuple[int, float]],
+    existing: dict[str, ImageRecord],
+    seen: set[str] | None,
+) -> IndexReport:
+    """The end of an indexing run, shared by the local and the Ray indexer: record new mtimes of
+    unchanged files, drop rows whose file vanished (when ``seen`` is given), flush the index once."""
     if touches:
         catalog.meta.touch(touches)
-    if remove_vanished:
+    if seen is not None:
         start = time.perf_counter()
         gone = [record.id for path, record in existing.items() if path not in seen]
         if gone:
