@@ -302,7 +302,7 @@ def rerank_similarity(similarity: np.ndarray, paths: Sequence[Path], top: int, l
         row = sim[q].copy()
         row[q] = -np.inf
         for j in np.argsort(-row, kind="stable")[:top]:
-            out[q, j] = (rerank_score(2.0 * sim[q, j] - 1.0, match_features(features[q], features[j])) + 1.0) / 2.0
+            out[q, j] = (rerank_score(2.0 * sim[q, j] - 1.0, match_features(features[q], features[j], second_look=False)) + 1.0) / 2.0
     return out
 
 

@@ -15,6 +15,10 @@ cross-correlation of the blurred, CLAHE-normalised grey images over the overlap)
 copy does and another shot (perspective, lighting, background) does not
 (benchmarks/accuracy_local.py, benchmarks/results/accuracy_local.md).
 
+Blur and heavy JPEG erase the fine corners the first fit needs; a second look on coarse corners
+(both images blurred, low corner threshold) lines such copies up, and counts only when it does
+(benchmarks/second_look.py, benchmarks/results/second_look.md).
+
 ``refine_tier`` is the one place the tier decision uses it.
 """
 
@@ -146,9 +150,53 @@ def load_features(source, limits=None) -> LocalFeatures:  # noqa: ANN001 - anyth
     return local_features(image)
 
 
-def match_features(a: LocalFeatures, b: LocalFeatures) -> GeometryResult:
+def match_features(a: LocalFeatures, b: LocalFeatures, *, second_look: bool = True) -> GeometryResult:
     """How much of A maps onto B (or onto B mirrored, when B's mirror was computed), and how well
-    the pixels line up under that fit (the orientation that lines up best wins)."""
+    the pixels line up under that fit (the orientation that lines up best wins).
+
+    A blurred or heavily compressed copy keeps few of the fine corners ORB finds on the original,
+    so when the first fit does not line the pixels up, a second look matches coarse corners of both
+    images (``coarse_features``). It counts only when its fit lines the pixels up as a copy
+    (``ALIGNED``), so it can confirm a copy but never argue against one.
+    """
+    first = _match(a, b)
+    return second_look_at(a, b, first) if second_look else first
+
+
+def second_look_at(a: LocalFeatures, b: LocalFeatures, first: GeometryResult) -> GeometryResult:
+    """``first`` (the fine-corner result), or the coarse-corner result where only that one lines
+    the pixels up as a copy."""
+    if _aligned(first) or a.gray is None or b.gray is None:
+        return first
+    second = _match(coarse_features(a, with_mirror=False), coarse_features(b, with_mirror=b.mirror_descriptors is not None))
+    return second if _aligned(second) else first
+
+
+def coarse_features(features: LocalFeatures, *, with_mirror: bool = True) -> LocalFeatures:
+    """ORB keypoints of the image with its fine detail blurred away, at a low corner threshold:
+    the corners a blurred, downscaled or blocky-JPEG copy still shares with its original. Made
+    from the half-size grey the features already hold (the blur removes what halving lost)."""
+    import cv2
+
+    gray = features.gray
+    assert gray is not None
+    sigma, threshold = SECOND_LOOK
+    big = cv2.GaussianBlur(cv2.resize(gray, (gray.shape[1] * 2, gray.shape[0] * 2), interpolation=cv2.INTER_LINEAR),
+                           (0, 0), sigma)
+    orb = cv2.ORB_create(nfeatures=N_FEATURES, fastThreshold=threshold)
+    kp, des = orb.detectAndCompute(big, None)
+    if not with_mirror:
+        return LocalFeatures(kp, des, (), None, gray)
+    kp_m, des_m = orb.detectAndCompute(np.ascontiguousarray(big[:, ::-1]), None)
+    return LocalFeatures(kp, des, kp_m, des_m, gray)
+
+
+def _aligned(result: GeometryResult) -> bool:
+    """The fit lines the pixels up as only a copy does (see ``ALIGNED``)."""
+    return result.ncc is not None and any(result.inliers >= n and result.ncc >= c for n, c in (ALIGNED, ALIGNED_MANY))
+
+
+def _match(a: LocalFeatures, b: LocalFeatures) -> GeometryResult:
     n = max(1, min(len(a.keypoints), len(b.keypoints)))
     dense = a.gray is not None and b.gray is not None
     tries = [(False, b.keypoints, b.descriptors, b.gray)]
@@ -191,6 +239,9 @@ MIN_NCC = 0.5
 ALIGNED = (6, 0.8)  # (min inliers, min NCC)
 ALIGNED_MANY = (15, 0.6)  # more corners fit: a caption or heavy JPEG may lower the correlation more
 FLOOR = 0.04
+# The second look for degraded copies (``coarse_features``): Gaussian sigma in px at MAX_SIDE and
+# ORB's FAST threshold (benchmarks/second_look.py: chosen on split A, held on split B).
+SECOND_LOOK = (3.0, 3)
 
 
 def needs_check(score: float, thresholds, tier: Tier) -> bool:
@@ -209,8 +260,7 @@ def decide_tier(score: float, thresholds, geometry: GeometryResult | None) -> Ti
     keypoints_say_copy = geometry.is_copy(*STRONG) or (score >= thresholds.near_duplicate and geometry.is_copy(*WEAK))
     if geometry.ncc is None:  # no dense check was possible: keypoint evidence alone
         return Tier.NEAR_DUPLICATE if keypoints_say_copy else Tier.SIMILAR
-    aligned = any(geometry.inliers >= n and geometry.ncc >= c for n, c in (ALIGNED, ALIGNED_MANY))
-    if aligned or (tier is not Tier.DIFFERENT and keypoints_say_copy and geometry.ncc >= MIN_NCC):
+    if _aligned(geometry) or (tier is not Tier.DIFFERENT and keypoints_say_copy and geometry.ncc >= MIN_NCC):
         return Tier.NEAR_DUPLICATE
     return Tier.SIMILAR if tier is not Tier.DIFFERENT else Tier.DIFFERENT
 

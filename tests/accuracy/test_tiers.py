@@ -5,10 +5,10 @@ from __future__ import annotations
 import io
 
 import pytest
-from PIL import Image, ImageDraw, ImageEnhance
+from PIL import Image, ImageDraw, ImageEnhance, ImageFilter
 
 from lookalike.comparison import compare
-from lookalike.geometry import geometric_check
+from lookalike.geometry import geometric_check, local_features, match_features
 from lookalike.similarity import Tier
 
 
@@ -45,6 +45,27 @@ def test_small_low_quality_copy_is_near_duplicate(china, settings):
     ImageDraw.Draw(edited).text((10, 10), "SAMPLE", fill=(255, 255, 255))
     result = compare(_jpeg(china), _jpeg(edited, quality=15), settings=settings)
     assert result.tier is Tier.NEAR_DUPLICATE and result.is_match
+
+
+def test_blurred_small_copy_is_found_by_the_second_look(settings):
+    """A small low-texture photo (scikit-image's rocket against the sky, 255 px) blurred: ORB's fine
+    corners are gone, so the first fit fails; coarse corners line the copy up."""
+    skimage_data = pytest.importorskip("skimage.data")
+    rocket = Image.fromarray(skimage_data.rocket())
+    rocket.thumbnail((255, 255))
+    blurred = rocket.filter(ImageFilter.GaussianBlur(2.5))
+    first = match_features(local_features(rocket), local_features(blurred), second_look=False)
+    second = match_features(local_features(rocket), local_features(blurred))
+    assert first.inliers < 6 or (first.ncc or 0) < 0.8  # the fine corners alone do not line it up
+    assert second.inliers >= 6 and second.ncc is not None and second.ncc >= 0.8
+    result = compare(_jpeg(rocket), _jpeg(blurred), settings=settings)
+    assert result.tier is Tier.NEAR_DUPLICATE and result.is_match, result.score
+
+
+def test_second_look_never_overrides_a_fit_that_already_lines_up(china):
+    copy = china.crop((30, 20, 560, 400))
+    first = match_features(local_features(china), local_features(copy), second_look=False)
+    assert first == match_features(local_features(china), local_features(copy))
 
 
 def test_dense_check_tells_copy_from_other_shot(china, dev_data):

@@ -401,7 +401,7 @@ class Catalog:
         first ``search_rerank_top`` hits are re-ordered by ``geometry.rerank_score`` (the cosine plus
         the capped inlier share), which lifts other shots of the same object that share texture.
         """
-        from ..geometry import decide_tier, load_features, match_features, needs_check, rerank_score
+        from ..geometry import decide_tier, load_features, match_features, needs_check, rerank_score, second_look_at
         from ..similarity import Tier
 
         rerank = min(self.settings.search_rerank_top, len(results))
@@ -422,9 +422,10 @@ class Catalog:
                 candidate = self._local_features(result.record, limits)
             except LookalikeError:  # the file vanished or changed since indexing: keep the score's tier
                 continue
-            geometry = match_features(query, candidate)
+            geometry = match_features(query, candidate, second_look=False)  # the order: fine corners only
             if wants_tier(i, result):
-                verified[i] = dataclasses.replace(result, verdict=decide_tier(result.score, thresholds, geometry).value)
+                verdict = decide_tier(result.score, thresholds, second_look_at(query, candidate, geometry))
+                verified[i] = dataclasses.replace(result, verdict=verdict.value)
             if i < rerank:
                 keys[i] = rerank_score(result.cosine, geometry)
         head = sorted(range(rerank), key=lambda i: -keys[i])  # stable: ties keep the embedding order
