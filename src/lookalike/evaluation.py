@@ -291,7 +291,7 @@ def group_metrics_from_similarity(similarity: np.ndarray, groups: Sequence[str])
 def rerank_similarity(similarity: np.ndarray, paths: Sequence[Path], top: int, limits=None) -> np.ndarray:  # noqa: ANN001
     """Scores (on the (cos+1)/2 scale) ordered as catalog search orders them: each row's ``top``
     hits re-keyed by ``geometry.rerank_score`` (cosine + capped local-feature inliers)."""
-    from .geometry import load_features, match_features, rerank_score
+    from .geometry import RERANK_MATCH, load_features, match_features, rerank_score
 
     sim = np.array(similarity, dtype=np.float64)
     if top <= 0:
@@ -302,7 +302,7 @@ def rerank_similarity(similarity: np.ndarray, paths: Sequence[Path], top: int, l
         row = sim[q].copy()
         row[q] = -np.inf
         for j in np.argsort(-row, kind="stable")[:top]:
-            out[q, j] = (rerank_score(2.0 * sim[q, j] - 1.0, match_features(features[q], features[j], second_look=False)) + 1.0) / 2.0
+            out[q, j] = (rerank_score(2.0 * sim[q, j] - 1.0, match_features(features[q], features[j], **RERANK_MATCH)) + 1.0) / 2.0
     return out
 
 

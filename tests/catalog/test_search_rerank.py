@@ -10,7 +10,7 @@ from PIL import Image
 from lookalike.catalog.catalog import Catalog
 from lookalike.embed import EmbedderPool
 from lookalike.evaluation import group_metrics_from_similarity, load_groups, rerank_similarity
-from lookalike.geometry import load_features, match_features, rerank_score
+from lookalike.geometry import RERANK_MATCH, load_features, match_features, rerank_score
 from lookalike.imaging import content_hash
 
 
@@ -50,7 +50,7 @@ def test_search_head_is_ordered_by_cosine_plus_local_evidence(cat_settings, embe
         assert [r.cosine for r in by_cosine] == sorted((r.cosine for r in by_cosine), reverse=True)
         assert {r.record.filename for r in by_cosine} == {r.record.filename for r in reranked}  # same hits
         q = load_features(query)
-        keys = [rerank_score(r.cosine, match_features(q, load_features(r.record.path))) for r in reranked]
+        keys = [rerank_score(r.cosine, match_features(q, load_features(r.record.path), **RERANK_MATCH)) for r in reranked]
         assert keys == sorted(keys, reverse=True), keys
         assert {reranked[0].record.filename, reranked[1].record.filename} == {"chelsea.jpg", "chelsea-copy.jpg"}
         assert reranked[0].verdict == "near_duplicate"
@@ -68,6 +68,6 @@ def test_rerank_lifts_retrieval_of_other_views_on_dev_groups(embedder, dev_data)
     similarity = (vectors @ vectors.T + 1.0) / 2.0
     plain = group_metrics_from_similarity(similarity, groups.groups)
     reranked = group_metrics_from_similarity(rerank_similarity(similarity, groups.paths, 20), groups.groups)
-    assert reranked.recall_at_4 >= plain.recall_at_4 + 0.04, (plain, reranked)  # measured 0.843 -> 0.921
+    assert reranked.recall_at_4 >= plain.recall_at_4 + 0.04, (plain, reranked)  # measured 0.843 -> 0.936
     assert reranked.map > plain.map, (plain, reranked)
     assert np.isclose(rerank_similarity(similarity, groups.paths, 0), similarity).all()

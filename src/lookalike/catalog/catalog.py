@@ -391,7 +391,7 @@ class Catalog:
         return [results[:k] for results in out]
 
     VERIFY_TOP = 10
-    FEATURE_CACHE = 128  # catalog images' local features kept in memory (~0.2 MB each)
+    FEATURE_CACHE = 128  # catalog images' local features kept in memory (~0.2 MB each, ~0.4 with coarse corners)
 
     def _verify(self, query_image, results: list[SearchResult], thresholds: Thresholds) -> list[SearchResult]:  # noqa: ANN001
         """Local features against the top hits: tiers re-decided, then the head re-ranked.
@@ -401,7 +401,16 @@ class Catalog:
         first ``search_rerank_top`` hits are re-ordered by ``geometry.rerank_score`` (the cosine plus
         the capped inlier share), which lifts other shots of the same object that share texture.
         """
-        from ..geometry import decide_tier, load_features, match_features, needs_check, rerank_score, second_look_at
+        from ..geometry import (
+            RERANK_MATCH,
+            decide_tier,
+            lines_up,
+            load_features,
+            match_features,
+            needs_check,
+            rerank_score,
+        )
+        from ..parallel import side_by_side
         from ..similarity import Tier
 
         rerank = min(self.settings.search_rerank_top, len(results))
@@ -416,18 +425,25 @@ class Catalog:
         query = load_features(query_image, limits)
         verified = list(results)
         keys = [r.cosine for r in results]
-        for i in todo:
-            result = results[i]
-            try:
-                candidate = self._local_features(result.record, limits)
-            except LookalikeError:  # the file vanished or changed since indexing: keep the score's tier
-                continue
-            geometry = match_features(query, candidate, second_look=False)  # the order: fine corners only
-            if wants_tier(i, result):
-                verdict = decide_tier(result.score, thresholds, second_look_at(query, candidate, geometry))
-                verified[i] = dataclasses.replace(result, verdict=verdict.value)
-            if i < rerank:
-                keys[i] = rerank_score(result.cosine, geometry)
+
+        def check(indices: list[int]) -> None:  # each index is written by one thread only
+            for i in indices:
+                result = results[i]
+                try:
+                    candidate = self._local_features(result.record, limits)
+                except LookalikeError:  # the file vanished or changed since indexing: keep the score's tier
+                    continue
+                geometry = match_features(query, candidate, **RERANK_MATCH)  # the order's evidence
+                if wants_tier(i, result):  # the full check (mirror, second look) as /v1/compare runs it
+                    full = geometry if lines_up(geometry) else match_features(query, candidate)
+                    verdict = decide_tier(result.score, thresholds, full)
+                    verified[i] = dataclasses.replace(result, verdict=verdict.value)
+                if i < rerank:
+                    keys[i] = rerank_score(result.cosine, geometry)
+
+        # decoding hits and finding their corners dominates a cold search; OpenCV and Pillow release
+        # the GIL, so the hits are split over two cores
+        side_by_side(lambda: check(todo[0::2]), lambda: check(todo[1::2]))
         head = sorted(range(rerank), key=lambda i: -keys[i])  # stable: ties keep the embedding order
         return [verified[i] for i in head] + verified[rerank:]
 
