@@ -168,15 +168,15 @@ def match_features(a: LocalFeatures, b: LocalFeatures, *, second_look: bool = Tr
     (``ALIGNED``), so it can confirm a copy but never argue against one.
     """
     first = _match(a, b, mirror)
-    return second_look_at(a, b, first) if second_look else first
+    return second_look_at(a, b, first, mirror=mirror) if second_look else first
 
 
-def second_look_at(a: LocalFeatures, b: LocalFeatures, first: GeometryResult) -> GeometryResult:
+def second_look_at(a: LocalFeatures, b: LocalFeatures, first: GeometryResult, *, mirror: bool = True) -> GeometryResult:
     """``first`` (the fine-corner result), or the coarse-corner result where only that one lines
     the pixels up as a copy."""
     if lines_up(first) or a.gray is None or b.gray is None:
         return first
-    second = _match(a.coarse, b.coarse)
+    second = _match(a.coarse, b.coarse, mirror)
     return second if lines_up(second) else first
 
 
@@ -187,7 +187,8 @@ def coarse_features(features: LocalFeatures, *, with_mirror: bool = True) -> Loc
     import cv2
 
     gray = features.gray
-    assert gray is not None
+    if gray is None:
+        raise ValueError("coarse corners are made from the features' grey image, and these have none")
     sigma, threshold = SECOND_LOOK
     big = cv2.GaussianBlur(cv2.resize(gray, (gray.shape[1] * 2, gray.shape[0] * 2), interpolation=cv2.INTER_LINEAR),
                            (0, 0), sigma)
