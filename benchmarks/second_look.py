@@ -88,12 +88,18 @@ class Features:
             self._cache[key] = geometry.load_features(Path(path))
         return self._cache[key]
 
+    def forget_coarse(self) -> None:
+        """Drop the coarse corners kept with each image's features: they belong to one SECOND_LOOK."""
+        for features in self._cache.values():
+            object.__setattr__(features, "_coarse", None)
+
 
 def decide(sets: dict[str, PairSet], thresholds: Thresholds, features: Features,
            variant: tuple[float, int] | None) -> tuple[dict[str, tuple[np.ndarray, np.ndarray]], float, int]:
     """(match, near_duplicate) per pair as the service answers, seconds spent matching, pairs checked."""
     if variant is not None:
         geometry.SECOND_LOOK = variant
+    features.forget_coarse()
     out, seconds, checked = {}, 0.0, 0
     for name, s in sets.items():
         match, nd = [], []

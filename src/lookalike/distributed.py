@@ -175,14 +175,62 @@ def ray_init(num_cpus: int | None = None, address: str | None = None,
                      log_to_driver=False)
             return True
         except Exception as error:  # Ray raises a bare Exception on a start-up timeout
-            ray.shutdown()
+            if "timed out during startup" not in str(error):
+                raise  # a configuration error, not a lost race: no retry
+            logs = _ray_log_tail()  # before the next attempt moves session_latest
+            _stop_half_started_ray(ray)
             if attempt == attempts:
                 raise LookalikeError(
-                    f"could not start a local Ray after {attempts} attempts: {error}\n{_ray_log_tail()}",
+                    f"could not start a local Ray after {attempts} attempts: {error}\n{logs}",
                     status=503, code="ray_unavailable",
                 ) from error
             time.sleep(retry_pause_s * attempt)
     return True  # unreachable; keeps type checkers content
+
+
+def _stop_half_started_ray(ray) -> None:  # noqa: ANN001 - the ray module
+    """Stop what a failed local start left running. Ray raises its start-up timeout before it
+    records the node, so ``ray.shutdown()`` alone leaves that node's GCS server, raylet and helper
+    processes alive (they would compete with the next attempt for the CPU)."""
+    try:
+        ray.shutdown()
+    except Exception:  # noqa: BLE001 - best effort: the start-up error is the one to report
+        pass
+    _kill_ray_children()
+
+
+RAY_PROCESS_MARKERS = ("/ray/core/", "/ray/_private/", "/ray/dashboard/", "/ray/autoscaler/")
+
+
+def _kill_ray_children(timeout_s: float = 5.0) -> int:
+    """Terminate (then kill) this process's child processes that are Ray's: its ``gcs_server`` and
+    ``raylet`` executables, its ``ray::`` workers and agents, and the Python helpers it starts from
+    its own package. Returns how many."""
+    try:
+        import psutil  # a Ray dependency
+    except ImportError:
+        return 0
+    ours = []
+    for child in psutil.Process().children(recursive=True):
+        try:
+            command = " ".join(child.cmdline())
+            name = child.name()
+            if name in ("gcs_server", "raylet") or name.startswith("ray::") or any(m in command for m in RAY_PROCESS_MARKERS):
+                ours.append(child)
+        except psutil.Error:  # gone meanwhile, or not ours to inspect
+            continue
+    for child in ours:
+        try:
+            child.terminate()
+        except psutil.Error:
+            pass
+    _, alive = psutil.wait_procs(ours, timeout=timeout_s)
+    for child in alive:
+        try:
+            child.kill()
+        except psutil.Error:
+            pass
+    return len(ours)
 
 
 def _ray_log_tail(lines: int = 15) -> str:
@@ -191,14 +239,16 @@ def _ray_log_tail(lines: int = 15) -> str:
         from ray._common.utils import get_default_ray_temp_dir
         logs = Path(get_default_ray_temp_dir()) / "session_latest" / "logs"
     except ImportError:  # another Ray layout: its documented default
-        logs = Path(os.environ.get("RAY_TMPDIR", "/tmp")) / "ray" / "session_latest" / "logs"
+        base = os.environ.get("RAY_TMPDIR") or os.environ.get("TMPDIR") or "/tmp"
+        logs = Path(base) / "ray" / "session_latest" / "logs"
     parts = []
     for name in ("raylet.err", "raylet.out", "gcs_server.err", "gcs_server.out"):
-        path = logs / name
-        if path.is_file():
-            tail = path.read_text(errors="replace").splitlines()[-lines:]
-            if tail:
-                parts.append(f"--- {path}\n" + "\n".join(tail))
+        try:
+            tail = (logs / name).read_text(errors="replace").splitlines()[-lines:]
+        except OSError:  # not written (yet), or unreadable: say what there is
+            continue
+        if tail:
+            parts.append(f"--- {logs / name}\n" + "\n".join(tail))
     return "\n".join(parts) or f"(no Ray logs under {logs})"
 
 

@@ -24,8 +24,7 @@ Blur and heavy JPEG erase the fine corners the first fit needs; a second look on
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from functools import cached_property
+from dataclasses import dataclass, field
 
 import numpy as np
 from PIL import Image
@@ -132,12 +131,18 @@ class LocalFeatures:
     mirror_keypoints: tuple
     mirror_descriptors: np.ndarray | None
     gray: np.ndarray | None = None  # CLAHE grey at MAX_SIDE / 2 for the dense check (None: none)
+    _coarse: LocalFeatures | None = field(default=None, init=False, compare=False, repr=False)
 
-    @cached_property
-    def coarse(self) -> LocalFeatures:
+    def coarse(self, *, with_mirror: bool) -> LocalFeatures:
         """This image's coarse corners for the second look (``coarse_features``), made on first use
-        and kept with the features: a search query or a cached catalog image is matched many times."""
-        return coarse_features(self, with_mirror=self.mirror_descriptors is not None)
+        and kept with the features: a search query or a cached catalog image is matched many times.
+        No lock (``functools.cached_property`` holds one per class in Python 3.11, which would put
+        every thread's second look in one line): a race computes them twice, harmlessly."""
+        known = self._coarse
+        if known is None or (with_mirror and known.mirror_descriptors is None):
+            known = coarse_features(self, with_mirror=with_mirror)
+            object.__setattr__(self, "_coarse", known)  # a cache, not state: the features stay frozen
+        return known
 
 
 def local_features(image: Image.Image, *, with_mirror: bool = True) -> LocalFeatures:
@@ -158,16 +163,17 @@ def load_features(source, limits=None) -> LocalFeatures:  # noqa: ANN001 - anyth
 
 
 def match_features(a: LocalFeatures, b: LocalFeatures, *, second_look: bool = True,
-                   mirror: bool = True) -> GeometryResult:
+                   mirror: bool = True, unmirrored: GeometryResult | None = None) -> GeometryResult:
     """How much of A maps onto B (or onto B mirrored, when B's mirror was computed and ``mirror``),
     and how well the pixels line up under that fit (the orientation that lines up best wins).
 
     A blurred or heavily compressed copy keeps few of the fine corners ORB finds on the original,
     so when the first fit does not line the pixels up, a second look matches coarse corners of both
     images (``coarse_features``). It counts only when its fit lines the pixels up as a copy
-    (``ALIGNED``), so it can confirm a copy but never argue against one.
+    (``ALIGNED``), so it can confirm a copy but never argue against one. ``unmirrored``: this
+    pair's unmirrored, first-look result when already known (catalog search has it), not redone.
     """
-    first = _match(a, b, mirror)
+    first = _match(a, b, mirror, unmirrored)
     return second_look_at(a, b, first, mirror=mirror) if second_look else first
 
 
@@ -176,7 +182,8 @@ def second_look_at(a: LocalFeatures, b: LocalFeatures, first: GeometryResult, *,
     the pixels up as a copy."""
     if lines_up(first) or a.gray is None or b.gray is None:
         return first
-    second = _match(a.coarse, b.coarse, mirror)
+    second = _match(a.coarse(with_mirror=False), b.coarse(with_mirror=mirror and b.mirror_descriptors is not None),
+                    mirror)
     return second if lines_up(second) else first
 
 
@@ -205,7 +212,8 @@ def lines_up(result: GeometryResult) -> bool:
     return result.ncc is not None and any(result.inliers >= n and result.ncc >= c for n, c in (ALIGNED, ALIGNED_MANY))
 
 
-def _match(a: LocalFeatures, b: LocalFeatures, mirror: bool = True) -> GeometryResult:
+def _match(a: LocalFeatures, b: LocalFeatures, mirror: bool = True,
+           unmirrored: GeometryResult | None = None) -> GeometryResult:
     n = max(1, min(len(a.keypoints), len(b.keypoints)))
     dense = a.gray is not None and b.gray is not None
     tries = [(False, b.keypoints, b.descriptors, b.gray)]
@@ -214,12 +222,16 @@ def _match(a: LocalFeatures, b: LocalFeatures, mirror: bool = True) -> GeometryR
                       np.ascontiguousarray(b.gray[:, ::-1]) if dense else None))
     best = None
     for flipped, kp_b, des_b, gray_b in tries:
-        inliers, transform = _fit(a.keypoints, a.descriptors, kp_b, des_b)
-        ncc = _ncc(a.gray, gray_b, transform) if dense else None
-        key = (ncc if ncc is not None else 0.0, inliers)
+        if not flipped and unmirrored is not None:
+            result = unmirrored
+        else:
+            inliers, transform = _fit(a.keypoints, a.descriptors, kp_b, des_b)
+            ncc = _ncc(a.gray, gray_b, transform) if dense else None
+            result = GeometryResult(inliers, n, inliers / n, flipped, ncc)
+        key = (result.ncc if result.ncc is not None else 0.0, result.inliers)
         if best is None or key > best[0]:
-            best = (key, GeometryResult(inliers, n, inliers / n, flipped, ncc))
-        if ncc is not None and inliers >= ALIGNED[0] and ncc >= ALIGNED[1]:
+            best = (key, result)
+        if result.ncc is not None and result.inliers >= ALIGNED[0] and result.ncc >= ALIGNED[1]:
             break  # already lines up as a copy: the mirror cannot change the verdict, skip its fit
     return best[1]
 

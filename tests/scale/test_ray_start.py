@@ -35,11 +35,34 @@ class FlakyRay:
         self.up = False
 
 
-def test_stand_in_ray_start_is_retried_after_a_startup_timeout(monkeypatch):
+@pytest.fixture(autouse=True)
+def no_real_processes(monkeypatch):
+    """The stand-in starts no processes, so none may be killed; record the clean-up calls instead."""
+    cleanups: list[int] = []
+    monkeypatch.setattr(distributed, "_kill_ray_children", lambda: cleanups.append(1) or 0)
+    monkeypatch.setenv("RAY_DISABLE_USAGE_STATS", "1")  # ray_init sets it; keep the session's environment
+    return cleanups
+
+
+def test_stand_in_ray_start_is_retried_after_a_startup_timeout(monkeypatch, no_real_processes):
     fake = FlakyRay(failures=2)
     monkeypatch.setattr(distributed, "_import_ray", lambda: fake)
     assert distributed.ray_init(num_cpus=2, attempts=3, retry_pause_s=0) is True
     assert fake.inits == 3 and fake.shutdowns == 2 and fake.up
+    assert len(no_real_processes) == 2  # each failed start's leftover processes were stopped
+
+
+def test_stand_in_ray_configuration_error_is_not_retried(monkeypatch):
+    class MisconfiguredRay(FlakyRay):
+        def init(self, **kwargs) -> None:
+            self.inits += 1
+            raise ValueError("object_store_memory is larger than the available shared memory")
+
+    fake = MisconfiguredRay(failures=0)
+    monkeypatch.setattr(distributed, "_import_ray", lambda: fake)
+    with pytest.raises(ValueError, match="object_store_memory"):
+        distributed.ray_init(num_cpus=2, attempts=3, retry_pause_s=0)
+    assert fake.inits == 1
 
 
 def test_stand_in_ray_start_gives_a_clear_503_with_ray_logs_when_every_attempt_fails(monkeypatch, tmp_path):

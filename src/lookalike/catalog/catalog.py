@@ -404,7 +404,6 @@ class Catalog:
         from ..geometry import (
             RERANK_MATCH,
             decide_tier,
-            lines_up,
             load_features,
             match_features,
             needs_check,
@@ -435,7 +434,7 @@ class Catalog:
                     continue
                 geometry = match_features(query, candidate, **RERANK_MATCH)  # the order's evidence
                 if wants_tier(i, result):  # the full check (mirror, second look) as /v1/compare runs it
-                    full = geometry if lines_up(geometry) else match_features(query, candidate)
+                    full = match_features(query, candidate, unmirrored=geometry)
                     verdict = decide_tier(result.score, thresholds, full)
                     verified[i] = dataclasses.replace(result, verdict=verdict.value)
                 if i < rerank:
@@ -514,8 +513,9 @@ class Catalog:
     def _rebuild(self, factory: str, train_max: int = 200_000) -> None:
         """Build a fresh index of type ``factory`` from the committed vectors, then swap it in."""
         refine = self._refine_args(factory)
-        if refine:  # the full vectors first: a compressed index answers through them
+        if refine:  # the full vectors first, durable: a compressed index answers through them
             self._sync_vector_file(self.meta.all_ids(), np.zeros(0, dtype=np.int64))
+            self.vector_file.sync()  # rows add_embedded wrote are not fsynced until an index save
         fresh = FaissStore(self.dim, factory, path=self.root / INDEX_FILE,
                            search_params=self.settings.catalog_search_params, **refine)
         if not fresh.is_trained:
