@@ -66,6 +66,7 @@ def eval_pairs(
     from .config import get_settings
     from .evaluation import load_pairs, pair_metrics, service_decisions
     from .imaging import ImageLimits
+    from .similarity import Thresholds
 
     settings = get_settings()
     use_geometry = settings.geometric_check if geometry is None else geometry
@@ -74,8 +75,8 @@ def eval_pairs(
         main, thresholds = _lookalike_scorer(model, size, settings)
         if threshold is not None:
             main.threshold = threshold
-            thresholds = thresholds.__class__(threshold, min(threshold, thresholds.near_duplicate),
-                                              min(threshold, thresholds.similar), "--threshold")
+            thresholds = Thresholds(threshold, min(threshold, thresholds.near_duplicate),
+                                    min(threshold, thresholds.similar), "--threshold")
         if use_geometry:
             main.name += " + geometric check"
         scorers = [main, *(baseline_scorer(b, settings) for b in (baseline or []))]

@@ -120,8 +120,8 @@ class CoalescingForward:
     """One engine call at a time, shared by every thread that is waiting for one.
 
     For engines that spread one forward over all cores (ONNX Runtime here), two at once only
-    oversubscribe them; but callers that wait are batched: whoever runs the engine takes every batch queued behind it
-    (up to ``max_rows`` rows) into one call, which costs less per image than one call each. With a
+    oversubscribe them; but callers that wait are batched: whoever runs the engine takes every
+    batch queued behind it (up to ``max_rows`` rows) into one call, which costs less per image than one call each. With a
     single caller this is the plain forward plus a lock. Results equal separate calls (row-wise
     models). Leadership passes to the next waiting caller, so nobody serves others' work.
     """

@@ -209,7 +209,13 @@ def coarse_features(features: LocalFeatures, *, with_mirror: bool = True) -> Loc
 
 def lines_up(result: GeometryResult) -> bool:
     """The fit lines the pixels up as only a copy does (see ``ALIGNED``)."""
-    return result.ncc is not None and any(result.inliers >= n and result.ncc >= c for n, c in (ALIGNED, ALIGNED_MANY))
+    return any(_meets(result, rule) for rule in (ALIGNED, ALIGNED_MANY))
+
+
+def _meets(result: GeometryResult, rule: tuple[int, float]) -> bool:
+    """At least ``rule`` = (inliers, NCC) of evidence that the fit lines the pixels up."""
+    min_inliers, min_ncc = rule
+    return result.ncc is not None and result.inliers >= min_inliers and result.ncc >= min_ncc
 
 
 def _match(a: LocalFeatures, b: LocalFeatures, mirror: bool = True,
@@ -231,7 +237,7 @@ def _match(a: LocalFeatures, b: LocalFeatures, mirror: bool = True,
         key = (result.ncc if result.ncc is not None else 0.0, result.inliers)
         if best is None or key > best[0]:
             best = (key, result)
-        if result.ncc is not None and result.inliers >= ALIGNED[0] and result.ncc >= ALIGNED[1]:
+        if _meets(result, ALIGNED):
             break  # already lines up as a copy: the mirror cannot change the verdict, skip its fit
     return best[1]
 
@@ -276,7 +282,7 @@ def needs_check(score: float, thresholds, tier: Tier) -> bool:
 def decide_tier(score: float, thresholds, geometry: GeometryResult | None) -> Tier:
     """The tier from the embedding score and, when it was run, the geometric check."""
     tier = thresholds.tier(score)
-    if geometry is None or (tier is Tier.DIFFERENT and (geometry.ncc is None or score < thresholds.similar - FLOOR)):
+    if geometry is None or not needs_check(score, thresholds, tier) or (tier is Tier.DIFFERENT and geometry.ncc is None):
         return tier
     keypoints_say_copy = geometry.is_copy(*STRONG) or (score >= thresholds.near_duplicate and geometry.is_copy(*WEAK))
     if geometry.ncc is None:  # no dense check was possible: keypoint evidence alone
