@@ -350,6 +350,23 @@ def pair_results(pairs: list[tuple[str, str]], cfg: Config, ratio: float = 0.8) 
     return known, known.get("__ms__", float("nan"))
 
 
+def tier_figures(name: str, nd: np.ndarray, match: np.ndarray, labels: np.ndarray, kinds: np.ndarray) -> dict:
+    """One pair set's figures under one rule: for the other shots the share kept out of
+    near_duplicate; otherwise F1 and false positives of the yes/no answer, the share of copies
+    called near_duplicate, and per kind the share judged right."""
+    if name == "shots":
+        return {"shots_not_nd": float(1 - nd.mean())}
+    pos = labels == 1
+    tp, fp, fn = (match & pos).sum(), (match & ~pos).sum(), (~match & pos).sum()
+    return {
+        f"{name}_f1": float(2 * tp / max(2 * tp + fp + fn, 1)),
+        f"{name}_fp": int(fp),
+        f"{name}_copies_nd": float(nd[pos].mean()),
+        f"{name}_kinds": {k: float(match[kinds == k].mean()) if k.startswith("pos") else float(1 - match[kinds == k].mean())
+                          for k in sorted(set(kinds.tolist()))},
+    }
+
+
 def stem(p: Path | str) -> str:
     """The DEV original a (generated) file was made from: its name before ``__`` / the extension."""
     return Path(p).name.split("__")[0].rsplit(".", 1)[0]
@@ -437,16 +454,7 @@ def part_b(log: list[str]) -> dict:
         for name in ("dev", "hard", "shots"):
             nd, m, labels, kinds, keys, _sc = rule(name)
             sel = np.ones(len(nd), bool) if split is None else np.array([half(k) == split for k in keys])
-            nd, m, labels, kinds = nd[sel], m[sel], labels[sel], kinds[sel]
-            if name == "shots":
-                out["shots_not_nd"] = float(1 - nd.mean())
-                continue
-            pos = labels == 1
-            tp, fp, fn = (m & pos).sum(), (m & ~pos).sum(), (~m & pos).sum()
-            out[f"{name}_f1"] = float(2 * tp / max(2 * tp + fp + fn, 1))
-            out[f"{name}_fp"] = int(fp)
-            out[f"{name}_kinds"] = {k: float(m[kinds == k].mean()) if k.startswith("pos") else float(1 - m[kinds == k].mean())
-                                    for k in sorted(set(kinds))}
+            out.update(tier_figures(name, nd[sel], m[sel], labels[sel], kinds[sel]))
         return out
 
     rules = {"today: ORB-384, check only >= similar": decide(None, t_sim, STRONG, WEAK)}
@@ -652,17 +660,7 @@ def shipped_tiers(log: list[str]) -> dict:
             row = {}
             for name, (nd, m, labels, kinds, halves) in res.items():
                 sel = np.ones(len(nd), bool) if split == "all" else halves == split
-                ndx, mx, lx, kx = nd[sel], m[sel], labels[sel], kinds[sel]
-                if name == "shots":
-                    row["shots_not_nd"] = float(1 - ndx.mean())
-                    continue
-                pos = lx == 1
-                tp, fp, fn = (mx & pos).sum(), (mx & ~pos).sum(), (~mx & pos).sum()
-                row[f"{name}_f1"] = float(2 * tp / max(2 * tp + fp + fn, 1))
-                row[f"{name}_fp"] = int(fp)
-                row[f"{name}_copies_nd"] = float(ndx[pos].mean())
-                row[f"{name}_kinds"] = {k: float(mx[kx == k].mean()) if k.startswith("pos") else float(1 - mx[kx == k].mean())
-                                        for k in sorted(set(kx.tolist()))}
+                row.update(tier_figures(name, nd[sel], m[sel], labels[sel], kinds[sel]))
             out[f"{which} {split}"] = row
             print(which, split, {k: v for k, v in row.items() if not k.endswith("kinds")}, flush=True)
     # cost per pair, both versions interleaved on the same pairs: decode + features of both + match

@@ -18,7 +18,6 @@ Run: ``nice -n 15 python benchmarks/second_look.py`` (about 5 minutes; writes
 
 from __future__ import annotations
 
-import hashlib
 import sys
 import time
 from dataclasses import dataclass
@@ -29,6 +28,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import markdown_table, write_result
 from accuracy import DEV, make_hard_pairs, other_shot_pairs
+from accuracy_local import half, stem, tier_figures
 
 import lookalike.geometry as geometry
 from lookalike.cli_eval import _lookalike_scorer
@@ -50,16 +50,6 @@ class PairSet:
     kinds: np.ndarray
     scores: np.ndarray
     keys: list[str]
-
-
-def half(key: str) -> str:
-    """A stable split: 'A' (choose) or 'B' (report), the same hash as ``accuracy_local.half``."""
-    return "A" if int(hashlib.md5(key.encode()).hexdigest(), 16) % 2 == 0 else "B"
-
-
-def stem(path: Path | str) -> str:
-    """The original's name of an edited copy (``name__edit.jpg`` -> ``name``)."""
-    return Path(path).stem.split("__")[0]
 
 
 def load_sets(scorer) -> dict[str, PairSet]:  # noqa: ANN001 - baselines.EmbeddingScorer
@@ -123,19 +113,18 @@ def figures(sets: dict[str, PairSet], decided: dict[str, tuple[np.ndarray, np.nd
     for name, s in sets.items():
         match, nd = decided[name]
         sel = np.array([split is None or half(k) == split for k in s.keys])
-        m, d, labels, kinds = match[sel], nd[sel], s.labels[sel], s.kinds[sel]
+        found = tier_figures(name, nd[sel], match[sel], s.labels[sel], s.kinds[sel])
         if name == "shots":
-            row["shots not ND"] = float(1 - d.mean())
+            row["shots not ND"] = found["shots_not_nd"]
             continue
-        pos = labels == 1
-        tp, fp, fn = int((m & pos).sum()), int((m & ~pos).sum()), int((~m & pos).sum())
-        row[f"{name} F1"] = 2 * tp / max(2 * tp + fp + fn, 1)
-        row[f"{name} FP"] = fp
+        row[f"{name} F1"] = found[f"{name}_f1"]
+        row[f"{name} FP"] = found[f"{name}_fp"]
+        kinds = found[f"{name}_kinds"]
         if name == "dev":
-            row["dev worst kind"] = min(float(m[kinds == k].mean()) for k in set(kinds.tolist()) if k.startswith("pos"))
+            row["dev worst kind"] = min(share for kind, share in kinds.items() if kind.startswith("pos"))
         else:
             for kind in HARD_KINDS:
-                row[kind.removeprefix("pos_")] = float(m[kinds == kind].mean())
+                row[kind.removeprefix("pos_")] = kinds[kind]
     return row
 
 
