@@ -122,18 +122,18 @@ def test_openvino_forward_is_safe_from_many_threads_at_once(settings, sample_pho
     batch = embedder.preprocessing.to_array([embedder.load(p) for p in sample_photos.values()])
     forward = openvino_forward(_onnx_path(settings), 2)
     expected = forward(batch)
-    got: dict[int, np.ndarray] = {}
+    got: dict[int, list[tuple[list[int], np.ndarray]]] = {}
 
     def call(i: int) -> None:
         rows = [(i + j) % len(batch) for j in range(2)]
-        for _ in range(5):
-            got[i] = forward(batch[rows])
-        got[i] = (rows, got[i])
+        got[i] = [(rows, forward(batch[rows])) for _ in range(5)]
 
     threads = [threading.Thread(target=call, args=(i,)) for i in range(6)]
     for t in threads:
         t.start()
     for t in threads:
         t.join(120)
-    for rows, out in got.values():
-        np.testing.assert_allclose(out, expected[rows], rtol=1e-4, atol=1e-4)
+    assert sorted(got) == list(range(6))  # every thread finished without an error
+    for calls in got.values():
+        for rows, out in calls:
+            np.testing.assert_allclose(out, expected[rows], rtol=1e-4, atol=1e-4)
