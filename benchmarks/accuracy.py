@@ -33,7 +33,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
 
 from lookalike.config import Settings
-from lookalike.evaluation import (
+from lookalike.quality.evaluation import (
     group_metrics,
     load_groups,
     load_pairs,
@@ -319,7 +319,7 @@ class TierData:
 
 
 def tier_data(trial: Trial, settings: Settings) -> TierData:
-    from lookalike.calibration import calibrate_scores, group_pair_scores
+    from lookalike.quality.calibration import calibrate_scores, group_pair_scores
     from lookalike.similarity import Thresholds
 
     dev = load_pairs(DEV / "pairs.csv")
@@ -394,8 +394,8 @@ def timing(trials: list[Trial], settings: Settings, n_images: int = 32, rounds: 
 
 def baselines(settings: Settings) -> list[dict]:
     """pHash and the seed's method (fixed 0.80) on the same three sets."""
-    from lookalike.baselines import SEED_THRESHOLD, PHashScorer
-    from lookalike.evaluation import group_metrics_from_similarity
+    from lookalike.quality.baselines import SEED_THRESHOLD, PHashScorer
+    from lookalike.quality.evaluation import group_metrics_from_similarity
 
     dev = load_pairs(DEV / "pairs.csv")
     hard = load_pairs(make_hard_pairs())

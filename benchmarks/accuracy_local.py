@@ -3,7 +3,7 @@
 A. View-group retrieval (DEV groups.csv): re-rank the top-K of the global cosine ranking by
    SIFT/RootSIFT + RANSAC inlier counts (similarity transform, affine, homography, fundamental
    matrix), then query expansion over verified neighbours, and a colour (HSV histogram) cue fused
-   with the cosine. Metrics from ``lookalike.evaluation.group_metrics_from_similarity`` on a
+   with the cosine. Metrics from ``lookalike.quality.evaluation.group_metrics_from_similarity`` on a
    similarity matrix whose top-K rows are re-scored. Weights are chosen on half of the groups
    (split A) and reported on the other half (split B) and on all groups.
 B. Near-duplicate misses of the generated harder set (``accuracy.make_hard_pairs``): why each
@@ -40,7 +40,7 @@ from accuracy import (
     tier_data,
 )
 
-from lookalike.evaluation import group_metrics_from_similarity, load_groups
+from lookalike.quality.evaluation import group_metrics_from_similarity, load_groups
 
 LOCAL = CACHE / "local"
 OUT = REPO / "benchmarks" / "results" / "accuracy_local.md"

@@ -12,7 +12,7 @@ advance (nothing is chosen on these numbers, so no split is needed):
   regional max-similarity matching (each query region's best match among the other image's
   regions, averaged, symmetrised).
 
-Metrics: ``lookalike.evaluation.group_metrics_from_similarity`` (R@1, R@4, mAP, N-S).
+Metrics: ``lookalike.quality.evaluation.group_metrics_from_similarity`` (R@1, R@4, mAP, N-S).
 
 Run: ``nice -n 15 python benchmarks/accuracy_retrieval.py`` (reads the embedding cache that
 ``benchmarks/accuracy.py`` fills under ``.lookalike/bench-cache/emb``; the R-MAC part runs torch
@@ -35,7 +35,7 @@ from _common import markdown_table, write_result
 from accuracy import DEV, Trial, bench_settings, embed_all, fit_whitening
 
 from lookalike.config import Settings
-from lookalike.evaluation import (
+from lookalike.quality.evaluation import (
     GroupMetrics,
     GroupSet,
     group_metrics_from_similarity,

@@ -267,7 +267,7 @@ def build_cached(factory: str, db: np.memmap, train_n: int = 100_000):  # noqa: 
     The built index is kept under CACHE, so a later run only measures."""
     import faiss
 
-    from lookalike.catalog.faiss_store import train_index
+    from lookalike.catalog.stores.faiss import train_index
 
     n, dim = db.shape
     path = CACHE / f"index_{n}_{factory.replace(',', '_').replace('@', '_')}.v2.faiss"  # v2: uncentred PCA
@@ -305,7 +305,7 @@ def hnsw_of(index):  # noqa: ANN001, ANN201
 def refine_measure(index, queries: np.ndarray, gt: np.ndarray, fetch, refine: int, latency_n: int,  # noqa: ANN001
                    k: int = 10) -> dict:
     """recall@k and single-query latency of ``index`` (+ exact re-rank of its top ``refine``)."""
-    from lookalike.catalog.faiss_store import rerank_ids
+    from lookalike.catalog.stores.faiss import rerank_ids
 
     def one(q: np.ndarray) -> np.ndarray:
         _, ids = index.search(q, max(k, refine))

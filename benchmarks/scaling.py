@@ -133,7 +133,7 @@ def with_ray(paths: list[Path], settings: Settings, workers: int, repeat: int = 
     """
     import ray
 
-    from lookalike.distributed import embed_with_ray, ray_init
+    from lookalike.catalog.ray_indexer import embed_with_ray, ray_init
 
     def run(subset: list[Path]) -> float:
         t0 = time.perf_counter()
@@ -158,7 +158,7 @@ def catalog_indexing(paths: list[Path], settings: Settings, workers: int) -> dic
     """Images/s into a real catalog: the threaded single-process indexer vs Ray (same folder)."""
     from lookalike.catalog.catalog import Catalog
     from lookalike.catalog.indexer import index_folder
-    from lookalike.distributed import index_with_ray
+    from lookalike.catalog.ray_indexer import index_with_ray
 
     tmp = Path(tempfile.mkdtemp(prefix="lookalike-scaling-index-"))
     folder = tmp / "images"
@@ -201,7 +201,7 @@ def writer_rate(dim: int, n: int = 20_000, commit_every: int = 256) -> float:
 def index_costs(dim: int, n: int, queries: int = 200) -> list[dict]:
     """Marginal bytes per vector (memory after 2n minus after n, over n: what grows with the
     catalog, training overhead such as IVF centroids excluded), build time and query latency."""
-    from lookalike.catalog.faiss_store import FaissStore
+    from lookalike.catalog.stores.faiss import FaissStore
 
     rng = np.random.default_rng(0)
     vectors = rng.standard_normal((2 * n, dim), dtype=np.float32)

@@ -31,9 +31,9 @@ from accuracy import DEV, make_hard_pairs, other_shot_pairs
 from accuracy_local import half, stem, tier_figures
 
 import lookalike.geometry as geometry
-from lookalike.cli_eval import _lookalike_scorer
+from lookalike.cli.quality import _lookalike_scorer
 from lookalike.config import get_settings
-from lookalike.evaluation import load_pairs
+from lookalike.quality.evaluation import load_pairs
 from lookalike.similarity import Thresholds, Tier
 
 VARIANTS: list[tuple[float, int] | None] = [None, (1.5, 5), (2.0, 5), (2.0, 3), (2.5, 4), (3.0, 3)]

@@ -26,10 +26,10 @@ _LAZY = {
 }
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .comparison import Comparison, compare
-    from .config import Settings
-    from .embed import Embedder, Encoder, create_embedder
-    from .models.registry import list_models
+    from lookalike.comparison import Comparison, compare
+    from lookalike.config import Settings
+    from lookalike.embed import Embedder, Encoder, create_embedder
+    from lookalike.models.registry import list_models
 
 
 def __getattr__(name: str) -> Any:

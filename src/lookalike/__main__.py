@@ -1,3 +1,3 @@
-from .cli import app
+from lookalike.cli.main import app
 
 app(prog_name="lookalike")

@@ -15,11 +15,11 @@ from dataclasses import dataclass, field
 import numpy as np
 from PIL import Image
 
-from .config import Settings, get_settings
-from .embed import Embedder, EmbedderPool
-from .imaging import ImageSource, content_hash, decode, load_image, pixel_digest, read_source_bytes
-from .parallel import side_by_side
-from .similarity import Thresholds, Tier, cosine, normalized_score, thresholds_for
+from lookalike.config import Settings, get_settings
+from lookalike.embed import Embedder, EmbedderPool
+from lookalike.imaging import ImageSource, content_hash, decode, load_image, pixel_digest, read_source_bytes
+from lookalike.parallel import side_by_side
+from lookalike.similarity import Thresholds, Tier, cosine, normalized_score, thresholds_for
 
 
 @dataclass(frozen=True)
@@ -125,7 +125,7 @@ def compare_with(
         exact = pixel_digest(first.image) == pixel_digest(second.image)
     tier = thresholds.tier(score, exact=exact)
     if geometry:
-        from .geometry import refine_tier
+        from lookalike.geometry import refine_tier
 
         image_a = first.image if first.image is not None else a
         image_b = second.image if second.image is not None else b

@@ -18,10 +18,10 @@ from typing import Callable, Protocol, Sequence, runtime_checkable
 import numpy as np
 from PIL import Image
 
-from .config import Backend, Settings, get_settings
-from .errors import LookalikeError
-from .imaging import ImageLimits, ImageSource, Preprocessing, load_image
-from .models.registry import ModelSpec, check_input_size, resolve_model
+from lookalike.config import Backend, Settings, get_settings
+from lookalike.errors import LookalikeError
+from lookalike.imaging import ImageLimits, ImageSource, Preprocessing, load_image
+from lookalike.models.registry import ModelSpec, check_input_size, resolve_model
 
 Forward = Callable[[np.ndarray], np.ndarray]
 
@@ -290,7 +290,7 @@ def create_embedder(
     pooling = pooling or settings.pooling
     spec: ModelSpec = resolve_model(model_name or settings.default_model)
     if settings.enabled_models is not None and spec.name not in {resolve_model(m).name for m in settings.enabled_models}:
-        from .errors import ModelDisabledError
+        from lookalike.errors import ModelDisabledError
 
         raise ModelDisabledError(f"model {spec.name} is not enabled on this server")
     size = check_input_size(input_size or settings.input_size or spec.default_size, settings.allowed_input_sizes, spec)
@@ -302,8 +302,8 @@ def create_embedder(
     threads = _threads(settings)
     limits = ImageLimits.from_settings(settings)
     if backend == "torch":
-        from .models.export import build_torch_model
-        from .models.weights import require_weights
+        from lookalike.models.export import build_torch_model
+        from lookalike.models.weights import require_weights
 
         import torch
 
@@ -312,7 +312,7 @@ def create_embedder(
         forward = torch_forward(model)
         dim = int(forward(np.zeros((1, 3, size, size), dtype=np.float32)).shape[1])
     else:
-        from .models.export import ensure_onnx
+        from lookalike.models.export import ensure_onnx
 
         exported = ensure_onnx(spec, size, settings, pooling=pooling)  # type: ignore[arg-type]
         dim = exported.dim

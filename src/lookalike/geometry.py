@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from PIL import Image
 
-from .similarity import Tier
+from lookalike.similarity import Tier
 
 MAX_SIDE = 384  # enough corners for a copy check; keeps one check ~10-20 ms; smaller images are enlarged
 # to it: ORB's 31 px border margin and 8-level pyramid leave almost no corners on a 130 px copy
@@ -155,7 +155,7 @@ def local_features(image: Image.Image, *, with_mirror: bool = True) -> LocalFeat
 
 
 def load_features(source, limits=None) -> LocalFeatures:  # noqa: ANN001 - anything load_image reads
-    from .imaging import DEFAULT_LIMITS, load_image
+    from lookalike.imaging import DEFAULT_LIMITS, load_image
 
     image = source if isinstance(source, Image.Image) else load_image(source, limits or DEFAULT_LIMITS,
                                                                        draft_side=MAX_SIDE)
@@ -244,7 +244,7 @@ def _match(a: LocalFeatures, b: LocalFeatures, mirror: bool = True,
 
 def geometric_check(a: Image.Image, b: Image.Image, *, try_flip: bool = True) -> GeometryResult:
     """How much of A maps onto B (or onto B mirrored) by one similarity transform."""
-    from .parallel import side_by_side
+    from lookalike.parallel import side_by_side
 
     # OpenCV releases the GIL: the two images' keypoints are found on two cores
     features_a, features_b = side_by_side(lambda: local_features(a, with_mirror=False),
@@ -302,7 +302,7 @@ def refine_tier(a, b, score: float, thresholds, tier: Tier, limits=None) -> Tier
     """
     if not needs_check(score, thresholds, tier):
         return tier
-    from .imaging import DEFAULT_LIMITS, load_image
+    from lookalike.imaging import DEFAULT_LIMITS, load_image
 
     images = [x if isinstance(x, Image.Image) else load_image(x, limits or DEFAULT_LIMITS, draft_side=MAX_SIDE)
               for x in (a, b)]

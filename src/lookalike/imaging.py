@@ -21,7 +21,7 @@ from typing import Literal, Sequence, Union
 import numpy as np
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
-from .errors import BadImageError, ImageTooLargeError
+from lookalike.errors import BadImageError, ImageTooLargeError
 
 # We enforce our own pixel limit before decoding; Pillow's global guard would raise a different
 # exception type (or only warn) at a different threshold.

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .config import Settings
+from lookalike.config import Settings
 
 
 class Tier(str, Enum):
@@ -64,7 +64,7 @@ class Thresholds:
         return Tier.DIFFERENT
 
 
-SHIPPED_CALIBRATION = "calibration_defaults.json"
+SHIPPED_CALIBRATION = "quality/calibration_defaults.json"  # inside the package
 
 
 def calibration_key(model: str, input_size: int) -> str:

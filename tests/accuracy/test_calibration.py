@@ -7,14 +7,14 @@ import json
 import numpy as np
 import pytest
 
-from lookalike.calibration import (
+from lookalike.quality.calibration import (
     calibrate_scores,
     precision_threshold,
     read_calibration_file,
     read_entry,
     write_calibration,
 )
-from lookalike.evaluation import EvalDataError
+from lookalike.quality.evaluation import EvalDataError
 from lookalike.similarity import SHIPPED_CALIBRATION, Tier, thresholds_for
 
 

@@ -12,8 +12,8 @@ import json
 import pytest
 from typer.testing import CliRunner
 
-from lookalike.baselines import PHashScorer
-from lookalike.evaluation import (
+from lookalike.quality.baselines import PHashScorer
+from lookalike.quality.evaluation import (
     cosine_pair_scores,
     embed_paths,
     group_metrics,
@@ -47,7 +47,7 @@ def test_pairs_floor_at_the_shipped_threshold(embedder, dev_pairs, dev_scores, s
 
 def test_service_verdicts_with_the_geometric_check_meet_the_f1_target(embedder, dev_pairs, dev_scores, settings):
     """What /v1/compare answers (score line + geometric check), judged on DEV: F1 0.989 measured."""
-    from lookalike.evaluation import service_decisions
+    from lookalike.quality.evaluation import service_decisions
 
     thresholds = thresholds_for(embedder.model_name, embedder.input_size, settings)
     decisions = service_decisions(dev_pairs.path_a, dev_pairs.path_b, dev_scores, thresholds)
@@ -105,7 +105,7 @@ def cli_env(settings, monkeypatch):
 
 
 def test_cli_eval_pairs_json_keys_and_baselines(dev_data, tmp_path, cli_env):
-    from lookalike.cli import app
+    from lookalike.cli.main import app
 
     subset = _subset(dev_data, tmp_path)
     result = CliRunner().invoke(app, ["eval", "pairs", str(subset), "--json"])
@@ -119,7 +119,7 @@ def test_cli_eval_pairs_json_keys_and_baselines(dev_data, tmp_path, cli_env):
 
 
 def test_cli_eval_groups_json_keys(dev_data, tmp_path, cli_env):
-    from lookalike.cli import app
+    from lookalike.cli.main import app
 
     rows = (dev_data / "groups.csv").read_text().splitlines()
     subset = tmp_path / "groups.csv"
@@ -130,7 +130,7 @@ def test_cli_eval_groups_json_keys(dev_data, tmp_path, cli_env):
 
 
 def test_cli_calibrate_writes_a_file_the_service_reads(dev_data, tmp_path, cli_env, settings):
-    from lookalike.cli import app
+    from lookalike.cli.main import app
 
     out = tmp_path / "cal.json"
     result = CliRunner().invoke(app, ["calibrate", str(_subset(dev_data, tmp_path, 40)), "--out", str(out),
@@ -143,7 +143,7 @@ def test_cli_calibrate_writes_a_file_the_service_reads(dev_data, tmp_path, cli_e
 
 
 def test_cli_bad_csv_is_a_clear_error(tmp_path, cli_env):
-    from lookalike.cli import app
+    from lookalike.cli.main import app
 
     (tmp_path / "bad.csv").write_text("a,b\n1,2\n")
     result = CliRunner().invoke(app, ["eval", "pairs", str(tmp_path / "bad.csv")])

@@ -36,7 +36,7 @@ def test_feedback_upload_list_and_recalibrate(live, sample_china, sample_flower,
     listed = httpx.get(f"{url}/v1/feedback", timeout=30).json()
     assert [item["id"] for item in listed] == ids and listed[0]["filename_b"] == "b.jpg"
 
-    from lookalike.calibration import calibrate_embedder
+    from lookalike.quality.calibration import calibrate_embedder
     from lookalike.embed import create_embedder
 
     fb_settings = settings.model_copy(update={"data_dir": data_dir})

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from lookalike.evaluation import (
+from lookalike.quality.evaluation import (
     EvalDataError,
     best_f1_threshold,
     group_metrics,

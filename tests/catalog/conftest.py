@@ -12,14 +12,14 @@ from typing import Callable
 
 import pytest
 
-from lookalike.catalog.store import VectorStore
+from lookalike.catalog.stores.base import VectorStore
 
 StoreFactory = Callable[[int, Path], VectorStore]
 
 
 def _faiss(factory: str) -> StoreFactory:
     def make(dim: int, tmp_path: Path) -> VectorStore:
-        from lookalike.catalog.faiss_store import FaissStore
+        from lookalike.catalog.stores.faiss import FaissStore
 
         return FaissStore(dim, factory, path=tmp_path / "vectors.faiss", search_params="nprobe=64,efSearch=128")
 

@@ -13,8 +13,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from lookalike.catalog.faiss_store import FaissStore, rerank_ids, train_index
-from lookalike.catalog.store import Hit
+from lookalike.catalog.stores.faiss import FaissStore, rerank_ids, train_index
+from lookalike.catalog.stores.base import Hit
 
 from .test_store_contract import (  # noqa: F401 - collected again here, on the refine store
     filled,
@@ -141,7 +141,7 @@ def test_refine_store_survives_compaction(tmp_path):
 
 
 def test_ef_construction_is_applied_from_search_params(tmp_path):
-    from lookalike.catalog.faiss_store import _hnsw
+    from lookalike.catalog.stores.faiss import _hnsw
 
     refined = FaissStore(64, "PCA16,HNSW32", search_params="efSearch=96,efConstruction=160")
     hnsw = _hnsw(refined.inner)

@@ -9,7 +9,7 @@ from PIL import Image
 
 from lookalike.catalog.catalog import Catalog
 from lookalike.embed import EmbedderPool
-from lookalike.evaluation import group_metrics_from_similarity, load_groups, rerank_similarity
+from lookalike.quality.evaluation import group_metrics_from_similarity, load_groups, rerank_similarity
 from lookalike.geometry import RERANK_MATCH, load_features, match_features, rerank_score
 from lookalike.imaging import content_hash
 

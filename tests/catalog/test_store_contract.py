@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from lookalike.catalog.store import VectorStore
+from lookalike.catalog.stores.base import VectorStore
 
 DIM = 32
 
@@ -83,7 +83,7 @@ def test_flush_persists(filled, store_factory, tmp_path):
     store, vectors = filled
     store.remove([1000])
     store.flush()
-    from lookalike.catalog.faiss_store import FaissStore
+    from lookalike.catalog.stores.faiss import FaissStore
 
     if not isinstance(store, FaissStore):
         pytest.skip("reopening is implementation-specific")

@@ -11,7 +11,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from lookalike.api.app import create_app
-from lookalike.api.middleware import request_limit
+from lookalike.api.guards import request_limit
 
 from ..server import running_server
 from .badinput_corpus import encode, photo
@@ -134,7 +134,7 @@ def test_storage_failures_become_clear_answers():
     import errno
     import sqlite3
 
-    from lookalike.api.middleware import storage_error
+    from lookalike.api.guards import storage_error
 
     assert storage_error(OSError(errno.ENOSPC, "No space left on device"))[:2] == (507, "storage_full")
     assert storage_error(OSError(errno.EFBIG, "File too large"))[:2] == (507, "storage_full")

@@ -21,7 +21,7 @@ def local_ray():
     need("ray")
     import ray
 
-    from lookalike.distributed import ray_init
+    from lookalike.catalog.ray_indexer import ray_init
 
     started = ray_init(num_cpus=2)
     yield ray

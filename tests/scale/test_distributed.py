@@ -30,7 +30,7 @@ def photos(sample_photos, tmp_path):
 def test_ray_index_equals_single_process_indexer(local_ray, photos, scale_settings):
     from lookalike.catalog.catalog import Catalog
     from lookalike.catalog.indexer import index_folder
-    from lookalike.distributed import index_with_ray
+    from lookalike.catalog.ray_indexer import index_with_ray
 
     with Catalog("single", scale_settings) as single, Catalog("ray", scale_settings) as distributed:
         expected = index_folder(photos, single)
@@ -50,7 +50,7 @@ def test_ray_index_equals_single_process_indexer(local_ray, photos, scale_settin
 
 def test_ray_index_resumes_and_follows_the_indexer_rules(local_ray, photos, scale_settings, sample_photos):
     from lookalike.catalog.catalog import Catalog
-    from lookalike.distributed import index_with_ray
+    from lookalike.catalog.ray_indexer import index_with_ray
 
     with Catalog("resume", scale_settings) as catalog:
         # an interrupted first run: only the top-level photos, given as a list file
@@ -82,8 +82,8 @@ def test_ray_index_into_qdrant_matches_faiss(local_ray, photos, scale_settings):
     pytest.importorskip("qdrant_client")
     from lookalike.catalog.catalog import Catalog
     from lookalike.catalog.dedup import find_duplicates
-    from lookalike.catalog.qdrant_store import QdrantStore
-    from lookalike.distributed import index_with_ray
+    from lookalike.catalog.stores.qdrant import QdrantStore
+    from lookalike.catalog.ray_indexer import index_with_ray
 
     qdrant_settings = scale_settings.model_copy(update={"store": "qdrant"})
     with Catalog("faiss", scale_settings) as on_faiss, Catalog("qdrant", qdrant_settings) as on_qdrant:
@@ -104,7 +104,7 @@ def test_ray_index_into_qdrant_matches_faiss(local_ray, photos, scale_settings):
 
 
 def test_list_sources_reads_folders_and_list_files(tmp_path, photos):
-    from lookalike.distributed import list_sources
+    from lookalike.catalog.ray_indexer import list_sources
     from lookalike.errors import LookalikeError
 
     paths, folder = list_sources(photos)
@@ -122,7 +122,7 @@ def test_ray_index_equals_single_process_on_dev_photos(local_ray, dev_data, tmp_
     """40 real DEV photos (originals and their edited copies), linked, never copied."""
     from lookalike.catalog.catalog import Catalog
     from lookalike.catalog.indexer import index_folder
-    from lookalike.distributed import index_with_ray
+    from lookalike.catalog.ray_indexer import index_with_ray
 
     folder = tmp_path / "dev"
     folder.mkdir()

@@ -30,9 +30,9 @@ def source_catalog(sample_photos, tmp_path, scale_settings):
 def test_round_trip_faiss_qdrant_faiss(source_catalog, tmp_path, scale_settings):
     pytest.importorskip("qdrant_client")
     from lookalike.catalog.catalog import Catalog
-    from lookalike.catalog.faiss_store import FaissStore
-    from lookalike.catalog.qdrant_store import QdrantStore
-    from lookalike.migrate import export_catalog, import_catalog, read_manifest
+    from lookalike.catalog.stores.faiss import FaissStore
+    from lookalike.catalog.stores.qdrant import QdrantStore
+    from lookalike.catalog.transfer import export_catalog, import_catalog, read_manifest
 
     queries = source_catalog.meta.vectors(source_catalog.meta.all_ids(), source_catalog.dim)
     expected = answers(source_catalog, queries)
@@ -75,7 +75,7 @@ def test_switching_store_in_place_backfills_from_sqlite(store, module, source_ca
 
 def test_import_refuses_damaged_exports_and_full_catalogs(source_catalog, tmp_path, scale_settings):
     from lookalike.errors import ConflictError, LookalikeError
-    from lookalike.migrate import export_catalog, import_catalog
+    from lookalike.catalog.transfer import export_catalog, import_catalog
 
     source_catalog.remove([1, 2])
     report = export_catalog(source_catalog, tmp_path / "export")
@@ -113,7 +113,7 @@ def test_cli_catalog_export_import(source_catalog, tmp_path, cli_env):
     from typer.testing import CliRunner
 
     from lookalike.catalog.catalog import Catalog
-    from lookalike.cli import app
+    from lookalike.cli.main import app
     from lookalike.config import get_settings
 
     source_catalog.close()

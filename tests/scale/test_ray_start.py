@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 
-from lookalike import distributed
+from lookalike.catalog import ray_indexer as distributed
 from lookalike.errors import LookalikeError
 
 

@@ -17,7 +17,7 @@ pytestmark = [pytest.mark.scale, pytest.mark.filterwarnings("ignore::Deprecation
 
 
 def _milvus_lite(dim: int, tmp_path: Path):
-    from lookalike.catalog.milvus_store import MilvusStore
+    from lookalike.catalog.stores.milvus import MilvusStore
 
     return MilvusStore(dim, uri=tmp_path / "milvus.db", batch_size=64)
 
@@ -28,7 +28,7 @@ def store_factory(request):
 
 
 def test_milvus_reopens_with_what_was_written(tmp_path):
-    from lookalike.catalog.milvus_store import MilvusStore
+    from lookalike.catalog.stores.milvus import MilvusStore
 
     vectors = unit_vectors(300)
     with MilvusStore(DIM, uri=tmp_path / "m.db") as store:

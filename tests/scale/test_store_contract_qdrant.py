@@ -20,7 +20,7 @@ pytestmark = pytest.mark.scale
 
 
 def _qdrant_local(dim: int, tmp_path: Path):
-    from lookalike.catalog.qdrant_store import QdrantStore
+    from lookalike.catalog.stores.qdrant import QdrantStore
 
     return QdrantStore(dim, path=tmp_path / "qdrant", batch_size=64)  # small batches: exercise batching
 
@@ -31,7 +31,7 @@ def store_factory(request):
 
 
 def test_qdrant_reopens_with_what_was_written(tmp_path):
-    from lookalike.catalog.qdrant_store import QdrantStore
+    from lookalike.catalog.stores.qdrant import QdrantStore
 
     vectors = unit_vectors(300)
     store = QdrantStore(DIM, path=tmp_path / "q")
@@ -45,7 +45,7 @@ def test_qdrant_reopens_with_what_was_written(tmp_path):
 
 
 def test_qdrant_refuses_a_collection_of_another_dim(tmp_path):
-    from lookalike.catalog.qdrant_store import QdrantStore
+    from lookalike.catalog.stores.qdrant import QdrantStore
     from lookalike.errors import LookalikeError
 
     QdrantStore(DIM, path=tmp_path / "q").close()
@@ -54,7 +54,7 @@ def test_qdrant_refuses_a_collection_of_another_dim(tmp_path):
 
 
 def test_qdrant_range_search_pages_past_one_reply(tmp_path):
-    from lookalike.catalog.qdrant_store import QdrantStore
+    from lookalike.catalog.stores.qdrant import QdrantStore
 
     base = unit_vectors(1)[0]
     near = base + 0.02 * unit_vectors(50, seed=3)
@@ -67,14 +67,14 @@ def test_qdrant_range_search_pages_past_one_reply(tmp_path):
 
 
 def test_qdrant_rejects_negative_ids(tmp_path):
-    from lookalike.catalog.qdrant_store import QdrantStore
+    from lookalike.catalog.stores.qdrant import QdrantStore
 
     with QdrantStore(DIM, path=tmp_path / "q") as store, pytest.raises(ValueError, match="non-negative"):
         store.add([-1], unit_vectors(1))
 
 
 def test_qdrant_local_store_open_twice_is_a_clear_409(tmp_path):
-    from lookalike.catalog.qdrant_store import QdrantStore
+    from lookalike.catalog.stores.qdrant import QdrantStore
     from lookalike.errors import LookalikeError
 
     with QdrantStore(DIM, path=tmp_path / "q"):

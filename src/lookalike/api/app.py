@@ -18,14 +18,14 @@ from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import HTMLResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 
-from .. import __version__
-from ..comparison import EmbeddingCache
-from ..config import Settings, get_settings
-from ..embed import EmbedderPool
-from ..errors import BusyError, LookalikeError
-from .deps import AppState
-from .inference import InferenceGate
-from .middleware import install as install_guards
+from lookalike import __version__
+from lookalike.comparison import EmbeddingCache
+from lookalike.config import Settings, get_settings
+from lookalike.embed import EmbedderPool
+from lookalike.errors import BusyError, LookalikeError
+from lookalike.api.deps import AppState
+from lookalike.api.inference import InferenceGate
+from lookalike.api.guards import install as install_guards
 
 log = logging.getLogger("lookalike.api")
 

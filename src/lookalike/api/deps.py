@@ -9,11 +9,11 @@ from typing import Annotated
 from fastapi import Depends, Request, UploadFile
 from fastapi.security import APIKeyHeader
 
-from ..comparison import EmbeddingCache
-from ..config import Settings
-from ..embed import EmbedderPool
-from ..errors import ImageTooLargeError, LookalikeError
-from .inference import InferenceGate
+from lookalike.comparison import EmbeddingCache
+from lookalike.config import Settings
+from lookalike.embed import EmbedderPool
+from lookalike.errors import ImageTooLargeError, LookalikeError
+from lookalike.api.inference import InferenceGate
 
 
 @dataclass

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
-from ..errors import BusyError
+from lookalike.errors import BusyError
 
 T = TypeVar("T")
 

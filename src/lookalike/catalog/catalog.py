@@ -21,15 +21,15 @@ from typing import Sequence
 
 import numpy as np
 
-from ..config import Settings
-from ..errors import ConflictError, LookalikeError, NotFoundError
-from ..imaging import ImageLimits, content_hash, open_checked, read_source_bytes
-from ..models.registry import check_input_size, resolve_model
-from ..similarity import Thresholds, normalized_score, thresholds_for
-from .faiss_store import FaissStore, fsync_replace
-from .metadata import ImageRecord, Metadata, NewImage
-from .store import VectorStore
-from .vector_file import VectorFile
+from lookalike.config import Settings
+from lookalike.errors import ConflictError, LookalikeError, NotFoundError
+from lookalike.imaging import ImageLimits, content_hash, open_checked, read_source_bytes
+from lookalike.models.registry import check_input_size, resolve_model
+from lookalike.similarity import Thresholds, normalized_score, thresholds_for
+from lookalike.catalog.stores.faiss import FaissStore, fsync_replace
+from lookalike.catalog.metadata import ImageRecord, Metadata, NewImage
+from lookalike.catalog.stores.base import VectorStore
+from lookalike.catalog.vector_file import VectorFile
 
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
 DB_FILE = "catalog.sqlite"
@@ -168,7 +168,7 @@ class Catalog:
 
     def _open_store(self) -> VectorStore:
         if self.settings.store != "faiss":  # a server-grade store (the [scale] extra): see catalog/stores.py
-            from .stores import open_store
+            from lookalike.catalog.stores import open_store
 
             return open_store(self.settings, self.root, self.dim, factory=self.factory)
         path = self.root / INDEX_FILE
@@ -261,7 +261,7 @@ class Catalog:
         if pool is not None and same_method:
             return pool.get(self.model, self.input_size)
         if self._embedder is None:
-            from ..embed import create_embedder
+            from lookalike.embed import create_embedder
 
             self._embedder = create_embedder(self.model, input_size=self.input_size, preprocess=self.preprocess,
                                              pooling=self.pooling, settings=self.settings)
@@ -401,7 +401,7 @@ class Catalog:
         first ``search_rerank_top`` hits are re-ordered by ``geometry.rerank_score`` (the cosine plus
         the capped inlier share), which lifts other shots of the same object that share texture.
         """
-        from ..geometry import (
+        from lookalike.geometry import (
             RERANK_MATCH,
             decide_tier,
             load_features,
@@ -409,8 +409,8 @@ class Catalog:
             needs_check,
             rerank_score,
         )
-        from ..parallel import side_by_side
-        from ..similarity import Tier
+        from lookalike.parallel import side_by_side
+        from lookalike.similarity import Tier
 
         rerank = min(self.settings.search_rerank_top, len(results))
 
@@ -447,7 +447,7 @@ class Catalog:
         return [verified[i] for i in head] + verified[rerank:]
 
     def _local_features(self, record: ImageRecord, limits: ImageLimits):  # noqa: ANN202 - geometry.LocalFeatures
-        from ..geometry import load_features
+        from lookalike.geometry import load_features
 
         key = (record.id, record.content_hash)
         with self._features_lock:
@@ -475,7 +475,7 @@ class Catalog:
         final = self.root / "thumbs" / f"{image_id}_{size}.jpg"
         if final.is_file():
             return final
-        from ..imaging import load_image
+        from lookalike.imaging import load_image
 
         image = load_image(self.original_path(record), draft_side=size)
         image.thumbnail((size, size))

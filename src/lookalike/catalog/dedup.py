@@ -22,9 +22,9 @@ from typing import Callable
 
 import numpy as np
 
-from ..similarity import normalized_score
-from .catalog import Catalog
-from .metadata import ImageRecord
+from lookalike.similarity import normalized_score
+from lookalike.catalog.catalog import Catalog
+from lookalike.catalog.metadata import ImageRecord
 
 KeepRule = Callable[[list[ImageRecord]], ImageRecord]
 
@@ -108,7 +108,7 @@ def find_duplicates(catalog: Catalog, threshold: float | None = None, *, keep: K
     thresholds = catalog.thresholds
     threshold = float(thresholds.near_duplicate if threshold is None else threshold)
     if not 0.0 <= threshold <= 1.0:
-        from ..errors import LookalikeError
+        from lookalike.errors import LookalikeError
 
         raise LookalikeError("threshold is a score in [0, 1]", status=422, code="bad_threshold")
     min_cosine = 2.0 * threshold - 1.0
@@ -171,10 +171,10 @@ def find_duplicates(catalog: Catalog, threshold: float | None = None, *, keep: K
 
 def _verified(catalog: Catalog, edges: dict[tuple[int, int], float], line) -> dict[tuple[int, int], float]:  # noqa: ANN001
     """The edges whose two images pass the geometric copy check (features computed once per image)."""
-    from ..errors import LookalikeError
-    from ..geometry import decide_tier, load_features, match_features
-    from ..imaging import ImageLimits
-    from ..similarity import Tier
+    from lookalike.errors import LookalikeError
+    from lookalike.geometry import decide_tier, load_features, match_features
+    from lookalike.imaging import ImageLimits
+    from lookalike.similarity import Tier
 
     limits = ImageLimits.from_settings(catalog.settings)
     records = catalog.meta.get_many({i for pair in edges for i in pair})

@@ -26,10 +26,10 @@ from typing import Callable, Iterator
 
 import numpy as np
 
-from ..errors import LookalikeError
-from ..imaging import IMAGE_EXTENSIONS, content_hash, open_checked, read_source_bytes
-from .catalog import Catalog, upright_size
-from .metadata import ImageRecord, NewImage
+from lookalike.errors import LookalikeError
+from lookalike.imaging import IMAGE_EXTENSIONS, content_hash, open_checked, read_source_bytes
+from lookalike.catalog.catalog import Catalog, upright_size
+from lookalike.catalog.metadata import ImageRecord, NewImage
 
 
 @dataclass

@@ -18,10 +18,10 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from ..config import Settings
-from ..errors import LookalikeError, WeightsUnavailableError
-from .registry import ModelSpec, resolve_model
-from .weights import WeightsSource, require_weights
+from lookalike.config import Settings
+from lookalike.errors import LookalikeError, WeightsUnavailableError
+from lookalike.models.registry import ModelSpec, resolve_model
+from lookalike.models.weights import WeightsSource, require_weights
 
 Pooling = Literal["avg", "gem", "max"]
 ONNX_OPSET = 17

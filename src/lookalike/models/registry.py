@@ -12,8 +12,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-from ..errors import BadInputSizeError, UnknownModelError
-from ..imaging import Preprocessing
+from lookalike.errors import BadInputSizeError, UnknownModelError
+from lookalike.imaging import Preprocessing
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..config import Settings
-from ..errors import WeightsUnavailableError
-from .registry import ModelSpec, list_models
-from .weights import find_weights
+from lookalike.config import Settings
+from lookalike.errors import WeightsUnavailableError
+from lookalike.models.registry import ModelSpec, list_models
+from lookalike.models.weights import find_weights
 
 
 @dataclass(frozen=True)
@@ -48,7 +48,7 @@ def all_status(settings: Settings) -> list[ModelStatus]:
     enabled = settings.enabled_models
     specs = list_models()
     if enabled is not None:
-        from .registry import resolve_model
+        from lookalike.models.registry import resolve_model
 
         names = {resolve_model(n).name for n in enabled}
         specs = [s for s in specs if s.name in names]

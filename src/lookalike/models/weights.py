@@ -19,9 +19,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from ..config import Settings
-from ..errors import WeightsUnavailableError
-from .registry import ModelSpec
+from lookalike.config import Settings
+from lookalike.errors import WeightsUnavailableError
+from lookalike.models.registry import ModelSpec
 
 SourceKind = Literal["config", "weights_dir", "package", "hub"]
 

@@ -7,13 +7,13 @@ from typing import Any
 from fastapi import APIRouter, Response
 from pydantic import BaseModel
 
-from ...errors import NotFoundError
-from ...models.registry import resolve_model
-from ...models.status import all_status
-from ...plots import PLOT_KINDS, render
-from ...similarity import calibration_key, load_calibration, thresholds_for
-from ..deps import ReadAccess, StateDep
-from ..schemas import ThresholdSet
+from lookalike.errors import NotFoundError
+from lookalike.models.registry import resolve_model
+from lookalike.models.status import all_status
+from lookalike.quality.plots import PLOT_KINDS, render
+from lookalike.similarity import calibration_key, load_calibration, thresholds_for
+from lookalike.api.deps import ReadAccess, StateDep
+from lookalike.api.schemas import ThresholdSet
 
 router = APIRouter(prefix="/v1", tags=["calibration"])
 

@@ -16,13 +16,13 @@ from fastapi import APIRouter, Depends, File, Form, Path as PathParam, Query, Up
 from fastapi.responses import FileResponse
 from pydantic import BaseModel
 
-from ...catalog.catalog import Catalog, list_catalogs
-from ...catalog.dedup import find_duplicates
-from ...config import Settings
-from ...errors import LookalikeError
-from ...imaging import content_hash
-from ..deps import GateDep, PoolDep, ReadAccess, SettingsDep, StateDep, WriteAccess, read_upload
-from ..schemas import VerdictName
+from lookalike.catalog.catalog import Catalog, list_catalogs
+from lookalike.catalog.dedup import find_duplicates
+from lookalike.config import Settings
+from lookalike.errors import LookalikeError
+from lookalike.imaging import content_hash
+from lookalike.api.deps import GateDep, PoolDep, ReadAccess, SettingsDep, StateDep, WriteAccess, read_upload
+from lookalike.api.schemas import VerdictName
 
 router = APIRouter(prefix="/v1/catalogs", tags=["catalogs"])
 # ids are SQLite rowids: bounded here so a huge number is a 422, not an overflow deep in SQLite

@@ -8,10 +8,10 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, UploadFile
 
-from ...comparison import compare_with
-from ...similarity import thresholds_for
-from ..deps import CacheDep, GateDep, PoolDep, ReadAccess, SettingsDep, read_pair
-from ..schemas import CompareResult, ThresholdSet, Timing
+from lookalike.comparison import compare_with
+from lookalike.similarity import thresholds_for
+from lookalike.api.deps import CacheDep, GateDep, PoolDep, ReadAccess, SettingsDep, read_pair
+from lookalike.api.schemas import CompareResult, ThresholdSet, Timing
 
 router = APIRouter(prefix="/v1", tags=["compare"])
 

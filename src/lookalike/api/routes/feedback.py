@@ -10,10 +10,10 @@ from fastapi import APIRouter, Request
 from pydantic import BaseModel, Field, ValidationError
 from starlette.datastructures import UploadFile
 
-from ...errors import LookalikeError
-from ...feedback import FeedbackStore, add_catalog_pair, check_label, feedback_root
-from ...imaging import ImageLimits
-from ..deps import ReadAccess, StateDep, WriteAccess, read_upload
+from lookalike.errors import LookalikeError
+from lookalike.quality.feedback import FeedbackStore, add_catalog_pair, check_label, feedback_root
+from lookalike.imaging import ImageLimits
+from lookalike.api.deps import ReadAccess, StateDep, WriteAccess, read_upload
 
 router = APIRouter(prefix="/v1", tags=["feedback"])
 

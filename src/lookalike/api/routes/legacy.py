@@ -8,10 +8,10 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, UploadFile
 
-from ...comparison import compare_with
-from ...similarity import Thresholds, seed_threshold
-from ..deps import CacheDep, GateDep, PoolDep, ReadAccess, SettingsDep, read_pair
-from ..schemas import SeedSimilarity
+from lookalike.comparison import compare_with
+from lookalike.similarity import Thresholds, seed_threshold
+from lookalike.api.deps import CacheDep, GateDep, PoolDep, ReadAccess, SettingsDep, read_pair
+from lookalike.api.schemas import SeedSimilarity
 
 router = APIRouter(tags=["seed"])
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from ... import __version__
-from ...models.status import all_status
-from ..deps import ReadAccess, StateDep
-from ..schemas import Health, ModelInfo
+from lookalike import __version__
+from lookalike.models.status import all_status
+from lookalike.api.deps import ReadAccess, StateDep
+from lookalike.api.schemas import Health, ModelInfo
 
 router = APIRouter(tags=["models"])
 

@@ -17,8 +17,8 @@ from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, Response
 from fastapi.staticfiles import StaticFiles
 
-from ... import __version__
-from ..deps import SettingsDep
+from lookalike import __version__
+from lookalike.api.deps import SettingsDep
 
 WEB_DIR = Path(__file__).resolve().parents[2] / "web"
 TEMPLATES = WEB_DIR / "templates"

@@ -9,18 +9,14 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from .errors import LookalikeError
+from lookalike.cli.common import ModelOpt, SizeOpt, console, err_console, fail
+from lookalike.errors import LookalikeError
 
 eval_app = typer.Typer(help="Measure accuracy on labelled pairs or view groups.", no_args_is_help=True)
-console = Console()
-err_console = Console(stderr=True)
 
-ModelOpt = Annotated[str | None, typer.Option("--model", "-m", help="model name or alias (default: config)")]
-SizeOpt = Annotated[int | None, typer.Option("--size", "-s", help="input size in pixels (default: the model's)")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="print one JSON object with the summary metrics only")]
 BaselineOpt = Annotated[
     list[str] | None, typer.Option("--baseline", "-b", help="also score with phash and/or seed (repeatable)")
@@ -28,19 +24,15 @@ BaselineOpt = Annotated[
 PlotOpt = Annotated[Path | None, typer.Option("--plot", help="write ROC / histogram / P-R PNGs to this folder")]
 
 
-def _fail(exc: LookalikeError) -> None:
-    err_console.print(f"[red]error:[/red] {exc.message}")
-    raise typer.Exit(2)
-
 
 def _fmt(value: float | None, digits: int = 4) -> str:
     return "-" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.{digits}f}"
 
 
 def _lookalike_scorer(model: str | None, size: int | None, settings):
-    from .baselines import EmbeddingScorer
-    from .embed import create_embedder
-    from .similarity import thresholds_for
+    from lookalike.quality.baselines import EmbeddingScorer
+    from lookalike.embed import create_embedder
+    from lookalike.similarity import thresholds_for
 
     embedder = create_embedder(model, input_size=size, settings=settings)
     thresholds = thresholds_for(embedder.model_name, embedder.input_size, settings)
@@ -62,11 +54,11 @@ def eval_pairs(
         "plus the geometric check (default: the geometric_check setting); AUC/AP always rank the score")] = None,
 ) -> None:
     """ROC-AUC, average precision, best-F1 threshold and P/R/F1 at the threshold in force, per kind too."""
-    from .baselines import baseline_scorer
-    from .config import get_settings
-    from .evaluation import load_pairs, pair_metrics, service_decisions
-    from .imaging import ImageLimits
-    from .similarity import Thresholds
+    from lookalike.quality.baselines import baseline_scorer
+    from lookalike.config import get_settings
+    from lookalike.quality.evaluation import load_pairs, pair_metrics, service_decisions
+    from lookalike.imaging import ImageLimits
+    from lookalike.similarity import Thresholds
 
     settings = get_settings()
     use_geometry = settings.geometric_check if geometry is None else geometry
@@ -89,9 +81,9 @@ def eval_pairs(
             results.append((scorer, scores, pair_metrics(scores, pairs.labels, scorer.threshold, pairs.kinds,
                                                          decisions)))
     except LookalikeError as exc:
-        _fail(exc)
+        fail(exc)
     if plot is not None:
-        from .plots import curves_from_scores, write_plots
+        from lookalike.quality.plots import curves_from_scores, write_plots
 
         for i, (scorer, scores, metrics) in enumerate(results):
             prefix = "" if i == 0 else f"{scorer.name.split()[0]}_"
@@ -134,9 +126,9 @@ def eval_groups(
         "(default: the search_rerank_top setting; 0: embedding order only)")] = None,
 ) -> None:
     """Leave-one-out retrieval: Recall@1, Recall@4, mAP and the UKBench N-S score."""
-    from .baselines import baseline_scorer
-    from .config import get_settings
-    from .evaluation import group_metrics_from_similarity, load_groups, rerank_similarity
+    from lookalike.quality.baselines import baseline_scorer
+    from lookalike.config import get_settings
+    from lookalike.quality.evaluation import group_metrics_from_similarity, load_groups, rerank_similarity
 
     settings = get_settings()
     top = settings.search_rerank_top if rerank is None else rerank
@@ -155,7 +147,7 @@ def eval_groups(
                 similarity = rerank_similarity(similarity, groups.paths, top)
             results.append((scorer, group_metrics_from_similarity(similarity, groups.groups)))
     except LookalikeError as exc:
-        _fail(exc)
+        fail(exc)
     if as_json:
         print(json.dumps(results[0][1].summary()))
         return
@@ -183,9 +175,9 @@ def calibrate(
     as_json: JsonOpt = False,
 ) -> None:
     """Pick match / near_duplicate / similar thresholds from labelled pairs and store them."""
-    from .calibration import calibrate_embedder
-    from .config import get_settings
-    from .embed import create_embedder
+    from lookalike.quality.calibration import calibrate_embedder
+    from lookalike.config import get_settings
+    from lookalike.embed import create_embedder
 
     settings = get_settings()
     target = out or settings.calibration_file
@@ -199,13 +191,13 @@ def calibrate(
         embedder = create_embedder(model, input_size=size, settings=settings)
         calibration = calibrate_embedder(embedder, pairs_csv, groups_csv=groups, target_precision=target_precision,
                                          feedback=settings if from_feedback else None, pooling=settings.pooling)
-        from .calibration import write_calibration
+        from lookalike.quality.calibration import write_calibration
 
         path = write_calibration(target, [calibration])
     except LookalikeError as exc:
-        _fail(exc)
+        fail(exc)
     if plot is not None:
-        from .plots import write_plots
+        from lookalike.quality.plots import write_plots
 
         write_plots(plot, calibration.curves, calibration.match, title=calibration.key)
     if as_json:

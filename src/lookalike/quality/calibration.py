@@ -29,9 +29,9 @@ from typing import Any
 
 import numpy as np
 
-from .evaluation import EvalDataError, best_f1_threshold, pair_metrics, prf_at
-from .plots import curves_from_scores
-from .similarity import calibration_key
+from lookalike.quality.evaluation import EvalDataError, best_f1_threshold, pair_metrics, prf_at
+from lookalike.quality.plots import curves_from_scores
+from lookalike.similarity import calibration_key
 
 
 @dataclass
@@ -148,7 +148,7 @@ def calibrate_embedder(
     pooling: str | None = None,  # recorded with the thresholds: they hold for this pooling only
 ) -> Calibration:
     """Score labelled pairs (CSV and/or stored feedback) with ``embedder`` and pick thresholds."""
-    from .evaluation import cosine_pair_scores, embed_paths, load_groups, load_pairs
+    from lookalike.quality.evaluation import cosine_pair_scores, embed_paths, load_groups, load_pairs
 
     path_a: list[Path] = []
     path_b: list[Path] = []
@@ -165,7 +165,7 @@ def calibrate_embedder(
         if groups_csv is None and (Path(pairs_csv).parent / "groups.csv").is_file():
             groups_csv = Path(pairs_csv).parent / "groups.csv"
     if feedback is not None:
-        from .feedback import open_feedback
+        from lookalike.quality.feedback import open_feedback
 
         with open_feedback(feedback) as store:
             stored = store.labelled_pairs()

@@ -16,9 +16,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Literal
 
-from .config import Settings
-from .errors import LookalikeError
-from .imaging import DEFAULT_LIMITS, ImageLimits, content_hash, decode
+from lookalike.config import Settings
+from lookalike.errors import LookalikeError
+from lookalike.imaging import DEFAULT_LIMITS, ImageLimits, content_hash, decode
 
 Label = Literal["same", "different"]
 LABELS = ("same", "different")
@@ -107,7 +107,7 @@ class FeedbackStore:
         with self._lock:
             row = self._conn.execute("SELECT * FROM feedback WHERE id = ?", (feedback_id,)).fetchone()
         if row is None:
-            from .errors import NotFoundError
+            from lookalike.errors import NotFoundError
 
             raise NotFoundError(f"no feedback {feedback_id}")
         return FeedbackRecord(*row)
@@ -153,9 +153,9 @@ def add_catalog_pair(store: FeedbackStore, settings: Settings, catalog: str, id_
     Reads the catalog's metadata only (no index is opened), so a running server's catalog
     handles are not disturbed.
     """
-    from .catalog.catalog import DB_FILE, catalog_dir
-    from .catalog.metadata import Metadata
-    from .errors import NotFoundError
+    from lookalike.catalog.catalog import DB_FILE, catalog_dir
+    from lookalike.catalog.metadata import Metadata
+    from lookalike.errors import NotFoundError
 
     check_label(label)
     db = catalog_dir(catalog, settings) / DB_FILE

@@ -28,14 +28,14 @@ from typing import TYPE_CHECKING, Any, Iterable, Iterator, Sequence
 
 import numpy as np
 
-from .config import Settings
-from .errors import LookalikeError
-from .imaging import IMAGE_EXTENSIONS
+from lookalike.config import Settings
+from lookalike.errors import LookalikeError
+from lookalike.imaging import IMAGE_EXTENSIONS
 
 if TYPE_CHECKING:
-    from .catalog.catalog import Catalog
-    from .catalog.indexer import IndexReport, ProgressFn
-    from .catalog.metadata import ImageRecord
+    from lookalike.catalog.catalog import Catalog
+    from lookalike.catalog.indexer import IndexReport, ProgressFn
+    from lookalike.catalog.metadata import ImageRecord
 
 LIST_FILE_SUFFIXES = {".txt", ".lst", ".list", ".csv"}
 HASH_DTYPE = "S32"  # content_hash is 32 hex characters (blake2b, 16 bytes)
@@ -61,7 +61,7 @@ def list_sources(source: str | os.PathLike) -> tuple[list[str], Path | None]:
     or ``.csv`` whose first column is the path) gives one path per line in file order, relative lines
     taken relative to the list file; ``folder`` is then None.
     """
-    from .catalog.indexer import walk_images
+    from lookalike.catalog.indexer import walk_images
 
     path = Path(source).expanduser()
     if path.is_dir():
@@ -95,7 +95,7 @@ class EmbedWorker:
 
     def __init__(self, settings: Settings, model: str | None, input_size: int | None,
                  preprocess: str | None = None, known_hashes: Any = None) -> None:
-        from .embed import create_embedder
+        from lookalike.embed import create_embedder
 
         self.embedder = create_embedder(model, input_size=input_size, preprocess=preprocess, settings=settings)
         if known_hashes is not None and not isinstance(known_hashes, np.ndarray):
@@ -110,8 +110,8 @@ class EmbedWorker:
         return i < len(self.known) and self.known[i] == key
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        from .catalog.catalog import upright_size
-        from .imaging import content_hash, open_checked, read_source_bytes
+        from lookalike.catalog.catalog import upright_size
+        from lookalike.imaging import content_hash, open_checked, read_source_bytes
 
         embedder = self.embedder
         paths = [str(p) for p in batch["path"]]
@@ -318,7 +318,7 @@ class _RayWriter:
         self.write_s = 0.0
 
     def take(self, batch: dict[str, np.ndarray]) -> None:
-        from .catalog.metadata import NewImage
+        from lookalike.catalog.metadata import NewImage
 
         for i, path in enumerate(batch["path"]):
             path = str(path)
@@ -406,7 +406,7 @@ def index_with_ray(
     same command after an interruption and only what was not committed is embedded. Returns the
     single-process indexer's ``IndexReport`` (timings: scan, ray_start, embed, write, remove).
     """
-    from .catalog.indexer import IndexProgress, IndexReport, changed_since_indexed, finish_index
+    from lookalike.catalog.indexer import IndexProgress, IndexReport, changed_since_indexed, finish_index
 
     started = time.perf_counter()
     paths, folder = list_sources(source)

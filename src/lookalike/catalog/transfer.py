@@ -29,11 +29,11 @@ from typing import TYPE_CHECKING, Iterator, Literal
 
 import numpy as np
 
-from .config import Settings
-from .errors import ConflictError, LookalikeError
+from lookalike.config import Settings
+from lookalike.errors import ConflictError, LookalikeError
 
 if TYPE_CHECKING:
-    from .catalog.catalog import Catalog
+    from lookalike.catalog.catalog import Catalog
 
 FORMAT = "lookalike-catalog-export"
 VERSION = 1
@@ -171,10 +171,10 @@ def import_catalog(folder: str | os.PathLike, name: str, settings: Settings, *, 
     The target must be new or empty. Ids are given by the new catalog in the export's order, so
     they equal the source ids unless the source had deleted rows (``ids_renumbered`` counts them).
     """
-    from .catalog.catalog import Catalog
-    from .catalog.metadata import NewImage
+    from lookalike.catalog.catalog import Catalog
+    from lookalike.catalog.metadata import NewImage
 
-    from .catalog.stores import STORES
+    from lookalike.catalog.stores import STORES
 
     started = time.perf_counter()
     if store and store not in STORES:

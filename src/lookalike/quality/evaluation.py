@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import LookalikeError
+from lookalike.errors import LookalikeError
 
 
 class EvalDataError(LookalikeError):
@@ -218,7 +218,7 @@ def service_decisions(path_a: Sequence[Path], path_b: Sequence[Path], scores: Se
                       limits=None) -> np.ndarray:  # noqa: ANN001 - similarity.Thresholds, imaging.ImageLimits
     """Is each pair a match as ``/v1/compare`` answers it (``is_match``): the score line, with the
     geometric check re-deciding pairs whose score is near or above the ``similar`` line."""
-    from .geometry import decide_tier, load_features, match_features, needs_check
+    from lookalike.geometry import decide_tier, load_features, match_features, needs_check
 
     features: dict[str, object] = {}
 
@@ -291,7 +291,7 @@ def group_metrics_from_similarity(similarity: np.ndarray, groups: Sequence[str])
 def rerank_similarity(similarity: np.ndarray, paths: Sequence[Path], top: int, limits=None) -> np.ndarray:  # noqa: ANN001
     """Scores (on the (cos+1)/2 scale) ordered as catalog search orders them: each row's ``top``
     hits re-keyed by ``geometry.rerank_score`` (cosine + capped local-feature inliers)."""
-    from .geometry import RERANK_MATCH, load_features, match_features, rerank_score
+    from lookalike.geometry import RERANK_MATCH, load_features, match_features, rerank_score
 
     sim = np.array(similarity, dtype=np.float64)
     if top <= 0:

@@ -17,8 +17,8 @@ from typing import TYPE_CHECKING, Iterator, Sequence
 
 import numpy as np
 
-from ..errors import LookalikeError
-from .store import Hit
+from lookalike.errors import LookalikeError
+from lookalike.catalog.stores.base import Hit
 
 if TYPE_CHECKING:  # qdrant_client is an optional extra: imported only when a store is opened
     from qdrant_client import QdrantClient

@@ -22,7 +22,7 @@ from typing import Callable, Iterator, Sequence
 
 import numpy as np
 
-from .store import Hit
+from lookalike.catalog.stores.base import Hit
 
 
 def _faiss():

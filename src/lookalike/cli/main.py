@@ -7,12 +7,12 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
-from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from .config import get_settings
-from .errors import LookalikeError
+from lookalike.config import get_settings
+from lookalike.cli.common import ModelOpt, SizeOpt, console, fail
+from lookalike.errors import LookalikeError
 
 app = typer.Typer(
     name="lookalike",
@@ -22,17 +22,9 @@ app = typer.Typer(
 )
 config_app = typer.Typer(help="Show the effective configuration.", no_args_is_help=True)
 app.add_typer(config_app, name="config")
-console = Console()
-err_console = Console(stderr=True)
 
 
-def fail(exc: LookalikeError) -> None:
-    err_console.print(f"[red]error:[/red] {exc.message}")
-    raise typer.Exit(2)
 
-
-ModelOpt = Annotated[Optional[str], typer.Option("--model", "-m", help="model name or alias (default: config)")]
-SizeOpt = Annotated[Optional[int], typer.Option("--size", "-s", help="input size in pixels (default: the model's)")]
 
 
 @app.command()
@@ -44,7 +36,7 @@ def compare(
     as_json: Annotated[bool, typer.Option("--json", help="print one JSON object")] = False,
 ) -> None:
     """Are these two images the same thing?"""
-    from .comparison import compare as compare_images
+    from lookalike.comparison import compare as compare_images
 
     try:
         result = compare_images(image_a, image_b, model=model, input_size=size)
@@ -76,7 +68,7 @@ def compare(
 @app.command()
 def models() -> None:
     """The model table: which models can run here, and where their weights come from."""
-    from .models.status import all_status
+    from lookalike.models.status import all_status
 
     settings = get_settings()
     table = Table(title="lookalike models")
@@ -99,8 +91,8 @@ def models() -> None:
 @app.command()
 def export(model: Annotated[str, typer.Argument(help="model name or alias")], size: SizeOpt = None) -> None:
     """Export a model to ONNX now (otherwise it happens on first use) and print the cached path."""
-    from .models.export import ensure_onnx
-    from .models.registry import resolve_model
+    from lookalike.models.export import ensure_onnx
+    from lookalike.models.registry import resolve_model
 
     settings = get_settings()
     try:
@@ -120,7 +112,7 @@ def serve(
     """Run the HTTP service (API, web UI at /, docs at /docs)."""
     import uvicorn
 
-    from .api.app import create_app
+    from lookalike.api.app import create_app
 
     settings = get_settings()
     uvicorn.run(create_app(settings, preload=preload), host=host or settings.host, port=port or settings.port,
@@ -130,7 +122,7 @@ def serve(
 @config_app.command("show")
 def config_show(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
     """Every setting, its value, and where it came from (argument, env, file, default)."""
-    from .config import config_file_path, describe_sources
+    from lookalike.config import config_file_path, describe_sources
 
     rows = describe_sources(get_settings())
     if as_json:
@@ -145,8 +137,8 @@ def config_show(as_json: Annotated[bool, typer.Option("--json")] = False) -> Non
 
 
 # --- areas --- (each area module registers its commands on ``app``; imported last, as they use it)
-from . import cli_catalog, cli_eval, cli_scale  # noqa: E402
+from lookalike.cli import catalog, quality, transfer  # noqa: E402
 
-cli_eval.register(app)  # eval pairs|groups, calibrate
-cli_catalog.register(app)  # index, search, dedup, catalogs
-cli_scale.register(app)  # catalog export|import
+quality.register(app)  # eval pairs|groups, calibrate
+catalog.register(app)  # index, search, dedup, catalogs
+transfer.register(app)  # catalog export|import

@@ -14,8 +14,8 @@ from typing import Iterator, Sequence
 
 import numpy as np
 
-from ..errors import LookalikeError
-from .store import Hit
+from lookalike.errors import LookalikeError
+from lookalike.catalog.stores.base import Hit
 
 MAX_TOPK = 16_384
 DEFAULT_COLLECTION = "lookalike"

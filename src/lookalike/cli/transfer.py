@@ -1,7 +1,7 @@
-"""Scale-out commands: ``catalog export`` / ``catalog import`` (thin adapters over lookalike.migrate).
+"""Scale-out commands: ``catalog export`` / ``catalog import`` (thin adapters over lookalike.catalog.transfer).
 
 Distributed indexing is ``lookalike index SOURCE --engine ray``, served by
-``lookalike.distributed.index_with_ray`` (same contract as the single-process ``index_folder``).
+``lookalike.catalog.ray_indexer.index_with_ray`` (same contract as the single-process ``index_folder``).
 """
 
 from __future__ import annotations
@@ -11,13 +11,11 @@ from pathlib import Path
 from typing import Annotated, Literal, Optional
 
 import typer
-from rich.console import Console
 
-from .config import get_settings
-from .errors import LookalikeError
+from lookalike.config import get_settings
+from lookalike.cli.common import console, err_console, fail  # noqa: F401
+from lookalike.errors import LookalikeError
 
-console = Console()
-err_console = Console(stderr=True)
 
 catalog_app = typer.Typer(help="Move catalogs between machines and vector stores (export/import).",
                           no_args_is_help=True)
@@ -27,10 +25,6 @@ StoreOpt = Annotated[
     typer.Option("--store", help="vector store of the new catalog: faiss | qdrant | milvus (default: config)"),
 ]
 
-
-def _fail(exc: LookalikeError) -> None:
-    err_console.print(f"[red]error:[/red] {exc.message}")
-    raise typer.Exit(2)
 
 
 @catalog_app.command("export")
@@ -43,15 +37,15 @@ def export_command(
     as_json: Annotated[bool, typer.Option("--json", help="print the report as JSON")] = False,
 ) -> None:
     """Write a catalog to a portable folder (vectors + metadata) that any store can import."""
-    from .catalog.catalog import Catalog
-    from .migrate import export_catalog
+    from lookalike.catalog.catalog import Catalog
+    from lookalike.catalog.transfer import export_catalog
 
     source: Literal["sqlite", "store"] = "store" if from_store else "sqlite"
     try:
         with Catalog(name, get_settings(), create=False) as catalog:
             report = export_catalog(catalog, folder, source=source, overwrite=overwrite)
     except LookalikeError as exc:
-        _fail(exc)
+        fail(exc)
     if as_json:
         print(json.dumps(report.to_dict()))
         return
@@ -69,7 +63,7 @@ def import_command(
     as_json: Annotated[bool, typer.Option("--json", help="print the report as JSON")] = False,
 ) -> None:
     """Create a catalog from an export, its vectors in the chosen store."""
-    from .migrate import import_catalog
+    from lookalike.catalog.transfer import import_catalog
 
     settings = get_settings()
     if store_url:
@@ -77,7 +71,7 @@ def import_command(
     try:
         report = import_catalog(folder, name, settings, store=store)
     except LookalikeError as exc:
-        _fail(exc)
+        fail(exc)
     if as_json:
         print(json.dumps(report.to_dict()))
         return

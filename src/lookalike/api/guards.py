@@ -19,7 +19,7 @@ import time
 from collections import OrderedDict
 from typing import Any, Awaitable, Callable
 
-from ..config import Settings
+from lookalike.config import Settings
 
 Scope = dict[str, Any]
 Message = dict[str, Any]

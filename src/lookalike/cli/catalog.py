@@ -9,25 +9,18 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
-from rich.console import Console
 from rich.markup import escape
 from rich.progress import (BarColumn, MofNCompleteColumn, Progress, ProgressColumn, TaskProgressColumn, TextColumn,
                            TimeElapsedColumn, TimeRemainingColumn)
 from rich.table import Table
 from rich.text import Text
 
-from .config import get_settings
-from .errors import LookalikeError
-
-console = Console()
-err_console = Console(stderr=True)
-
-CatalogOpt = Annotated[str, typer.Option("--catalog", "-c", help="catalog name (letters, digits, - and _)")]
+from lookalike.config import get_settings
+from lookalike.cli.common import CatalogOpt, console, err_console, fail
+from lookalike.errors import LookalikeError
 
 
-def _fail(exc: LookalikeError) -> None:
-    err_console.print(f"[red]error:[/red] {exc.message}")
-    raise typer.Exit(2)
+
 
 
 class _RateColumn(ProgressColumn):
@@ -53,12 +46,12 @@ def index(
 ) -> None:
     """Index a folder into a catalog: new and changed images are embedded, unchanged ones skipped."""
     if engine not in ("local", "ray"):
-        _fail(LookalikeError(f"--engine must be 'local' or 'ray', not {engine!r}", code="bad_engine"))
+        fail(LookalikeError(f"--engine must be 'local' or 'ray', not {engine!r}", code="bad_engine"))
     if engine == "local" and folder.is_file():
-        _fail(LookalikeError(f"{folder} is a file: the local engine indexes folders (a list file needs --engine ray)",
+        fail(LookalikeError(f"{folder} is a file: the local engine indexes folders (a list file needs --engine ray)",
                              code="bad_source"))
-    from .catalog.catalog import Catalog
-    from .catalog.indexer import index_folder
+    from lookalike.catalog.catalog import Catalog
+    from lookalike.catalog.indexer import index_folder
 
     settings = get_settings()
     try:
@@ -72,7 +65,7 @@ def index(
                     bar.update(task, total=p.total, completed=p.done)
 
                 if engine == "ray":
-                    from .distributed import index_with_ray
+                    from lookalike.catalog.ray_indexer import index_with_ray
 
                     report = index_with_ray(folder, cat, workers=workers, address=ray_address,
                                             remove_vanished=not keep_vanished, progress=progress)
@@ -80,7 +73,7 @@ def index(
                     report = index_folder(folder, cat, remove_vanished=not keep_vanished, progress=progress)
             total = len(cat)
     except LookalikeError as exc:
-        _fail(exc)
+        fail(exc)
     if as_json:
         print(json.dumps(report.to_dict() | {"catalog_size": total}, indent=2))
         return
@@ -109,8 +102,8 @@ def search(
     as_json: Annotated[bool, typer.Option("--json", help="print one JSON object")] = False,
 ) -> None:
     """The k catalog images most similar to IMAGE."""
-    from .catalog.catalog import Catalog
-    from .imaging import content_hash
+    from lookalike.catalog.catalog import Catalog
+    from lookalike.imaging import content_hash
 
     settings = get_settings()
     try:
@@ -122,7 +115,7 @@ def search(
             elapsed_ms = (time.perf_counter() - started) * 1000
             model, size, thresholds = cat.model, cat.input_size, cat.thresholds
     except LookalikeError as exc:
-        _fail(exc)
+        fail(exc)
     if as_json:
         print(json.dumps({"query": {"id": None, "filename": image.name}, "model": model, "input_size": size,
                           "results": [r.to_dict() for r in results]}, indent=2))
@@ -146,8 +139,8 @@ def dedup(
     show: Annotated[int, typer.Option("--show", help="clusters to print")] = 10,
 ) -> None:
     """Group the catalog into near-duplicate clusters and say which image of each to keep."""
-    from .catalog.catalog import Catalog
-    from .catalog.dedup import find_duplicates
+    from lookalike.catalog.catalog import Catalog
+    from lookalike.catalog.dedup import find_duplicates
 
     settings = get_settings()
     try:
@@ -157,7 +150,7 @@ def dedup(
             elapsed = time.perf_counter() - started
             size = len(cat)
     except LookalikeError as exc:
-        _fail(exc)
+        fail(exc)
     exact = sum(c.tier == "exact" for c in report.clusters)
     members = sum(len(c.members) for c in report.clusters)
     console.print(
@@ -183,7 +176,7 @@ def dedup(
 
 def catalogs(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
     """The catalogs under the data folder."""
-    from .catalog.catalog import catalogs_root, list_catalogs
+    from lookalike.catalog.catalog import catalogs_root, list_catalogs
 
     settings = get_settings()
     rows = list_catalogs(settings)

@@ -17,9 +17,9 @@ from typing import Protocol
 
 import numpy as np
 
-from .config import Settings
-from .errors import LookalikeError
-from .evaluation import cosine_pair_scores, embed_paths
+from lookalike.config import Settings
+from lookalike.errors import LookalikeError
+from lookalike.quality.evaluation import cosine_pair_scores, embed_paths
 
 SEED_THRESHOLD = 0.80
 
@@ -79,9 +79,9 @@ class PHashScorer:
 
 def seed_scorer(settings: Settings) -> EmbeddingScorer:
     """The seed's method with the best stand-in for its weights that exists here."""
-    from .embed import create_embedder
-    from .models.registry import resolve_model
-    from .models.status import model_status
+    from lookalike.embed import create_embedder
+    from lookalike.models.registry import resolve_model
+    from lookalike.models.status import model_status
 
     for model in ("resnet18", "tf_efficientnet_lite0"):
         if not model_status(resolve_model(model), settings).available:

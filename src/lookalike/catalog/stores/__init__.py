@@ -12,9 +12,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..config import Settings
-from ..errors import LookalikeError
-from .store import VectorStore
+from lookalike.config import Settings
+from lookalike.errors import LookalikeError
+from lookalike.catalog.stores.base import VectorStore
 
 FAISS_FILE = "vectors.faiss"  # same name as catalog.INDEX_FILE (not imported: no cycle)
 QDRANT_DIR = "qdrant"
@@ -54,11 +54,11 @@ def open_store(settings: Settings, catalog_dir: str | Path, dim: int, *, factory
     kind = kind or settings.store
     catalog_dir = Path(catalog_dir)
     if kind == "faiss":
-        from .faiss_store import FaissStore
+        from lookalike.catalog.stores.faiss import FaissStore
 
         return FaissStore.open(catalog_dir / FAISS_FILE, dim, factory, settings.catalog_search_params)
     if kind == "qdrant":
-        from .qdrant_store import QdrantStore
+        from lookalike.catalog.stores.qdrant import QdrantStore
 
         api_key = settings.store_api_key.get_secret_value() if settings.store_api_key else None
         if settings.store_url:
@@ -66,7 +66,7 @@ def open_store(settings: Settings, catalog_dir: str | Path, dim: int, *, factory
         return QdrantStore(dim, path=_local_folder(settings, catalog_dir, QDRANT_DIR),
                            collection=collection_name(catalog_dir))
     if kind == "milvus":
-        from .milvus_store import MilvusStore
+        from lookalike.catalog.stores.milvus import MilvusStore
 
         token = settings.store_api_key.get_secret_value() if settings.store_api_key else None
         uri = settings.store_url or str(_local_folder(settings, catalog_dir, MILVUS_FILE))

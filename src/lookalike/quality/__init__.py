@@ -1,0 +1,1 @@
+"""Measuring and tuning: metrics and eval runs, calibration, baseline scorers, plots, feedback."""
