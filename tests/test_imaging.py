@@ -100,3 +100,32 @@ def test_preprocessing_shapes_and_normalization(sample_china):
     assert -1.01 <= batch.min() and batch.max() <= 1.01
     resized = pre.with_mode("resize").to_array([Image.fromarray(sample_china)])
     assert resized.shape == (1, 3, 224, 224) and not np.allclose(resized[0], batch[0])
+
+
+def test_importing_lookalike_leaves_pillows_bomb_guard_alone():
+    """A library must not switch off Pillow's decompression-bomb guard in the program importing it."""
+    import subprocess
+    import sys
+
+    code = ("from PIL import Image; before = Image.MAX_IMAGE_PIXELS; "
+            "import lookalike, lookalike.imaging, lookalike.embed, lookalike.api.app, lookalike.cli; "
+            "assert Image.MAX_IMAGE_PIXELS == before and before is not None, Image.MAX_IMAGE_PIXELS; print('kept')")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "kept"
+
+
+def test_an_image_past_pillows_guard_is_too_large_not_corrupt(monkeypatch):
+    """Pillow's guard, when stricter than max_pixels, answers like ours: ImageTooLargeError (413)."""
+    import io
+
+    from PIL import Image
+
+    from lookalike.errors import ImageTooLargeError
+    from lookalike.imaging import open_checked
+
+    buffer = io.BytesIO()
+    Image.new("RGB", (300, 300), "white").save(buffer, "PNG")
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100)  # 90,000 px > 2 x 100: Pillow raises
+    with pytest.raises(ImageTooLargeError, match="max_pixels"):
+        open_checked(buffer.getvalue())

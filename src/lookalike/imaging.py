@@ -19,14 +19,14 @@ from pathlib import Path
 from typing import Literal, Sequence, Union
 
 import numpy as np
-from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from lookalike.errors import BadImageError, ImageTooLargeError
 
-# We enforce our own pixel limit before decoding; Pillow's global guard would raise a different
-# exception type (or only warn) at a different threshold.
-Image.MAX_IMAGE_PIXELS = None
-ImageFile.LOAD_TRUNCATED_IMAGES = False
+# Our own pixel limit (``max_pixels``) is checked from the header before any decoding. Pillow's
+# global guard (``Image.MAX_IMAGE_PIXELS``) is left as the host program set it: a library must not
+# switch off a safety check for every program that imports it. An image past Pillow's guard is
+# reported like one past ours (``ImageTooLargeError``), so the stricter of the two wins.
 
 ImageSource = Union[str, os.PathLike, bytes, bytearray, memoryview, Image.Image, np.ndarray]
 
@@ -142,8 +142,11 @@ def open_checked(data: bytes, limits: ImageLimits = DEFAULT_LIMITS) -> Image.Ima
             image = Image.open(io.BytesIO(data))
     except UnidentifiedImageError as exc:
         raise BadImageError("not an image Pillow can read (unknown or corrupt format)") from exc
+    except Image.DecompressionBombError as exc:
+        raise ImageTooLargeError(f"image refused by Pillow's decompression-bomb guard ({exc}); lower "
+                                 f"max_pixels or raise PIL.Image.MAX_IMAGE_PIXELS in your program") from exc
     except (OSError, ValueError, SyntaxError, EOFError, struct.error, IndexError, KeyError, TypeError,
-            ZeroDivisionError, Image.DecompressionBombError) as exc:
+            ZeroDivisionError) as exc:
         raise BadImageError(f"corrupt image header: {exc}") from exc
     if image.format not in ACCEPTED_FORMATS:
         accepted = ", ".join(sorted(ACCEPTED_FORMATS))
