@@ -1,7 +1,8 @@
 """One exception family for everything a caller can get wrong.
 
 Each error carries the HTTP status it maps to, so the API turns it into a 4xx/503 JSON answer in
-one place (``api/app.py``) and the CLI prints its message; nothing downstream invents its own codes.
+one place (``api/errors.py``) and the CLI prints its message (``cli/common.py``). Code raises the
+subclass that says what went wrong; it never passes a bare status number.
 """
 
 from __future__ import annotations
@@ -73,3 +74,34 @@ class NotFoundError(LookalikeError):
 class ConflictError(LookalikeError):
     status = 409
     code = "conflict"
+
+
+class InvalidValueError(LookalikeError):
+    """A parameter or setting has a value we cannot use; the message names it and the valid ones."""
+
+    status = 422
+    code = "invalid_value"
+
+
+class DependencyMissingError(LookalikeError):
+    """An optional feature needs a package (an extra) that is not installed; the message says which."""
+
+    status = 503
+    code = "dependency_missing"
+
+
+class ServiceUnavailableError(LookalikeError):
+    """Something we depend on at run time (a Ray cluster, a vector store) cannot be reached now."""
+
+    status = 503
+    code = "unavailable"
+
+
+class UnauthorizedError(LookalikeError):
+    status = 401
+    code = "unauthorized"
+
+
+class UnsupportedMediaError(LookalikeError):
+    status = 415
+    code = "unsupported_media_type"

@@ -134,7 +134,7 @@ def test_storage_failures_become_clear_answers():
     import errno
     import sqlite3
 
-    from lookalike.api.guards import storage_error
+    from lookalike.api.errors import storage_error
 
     assert storage_error(OSError(errno.ENOSPC, "No space left on device"))[:2] == (507, "storage_full")
     assert storage_error(OSError(errno.EFBIG, "File too large"))[:2] == (507, "storage_full")

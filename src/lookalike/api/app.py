@@ -12,19 +12,18 @@ import logging
 from contextlib import asynccontextmanager
 from pathlib import Path
 
-from fastapi import FastAPI, Request
-from fastapi.exceptions import RequestValidationError
+from fastapi import FastAPI
 from fastapi.openapi.docs import get_swagger_ui_html
-from fastapi.responses import HTMLResponse, JSONResponse
+from fastapi.responses import HTMLResponse
 from fastapi.staticfiles import StaticFiles
 
 from lookalike import __version__
 from lookalike.comparison import EmbeddingCache
 from lookalike.config import Settings, get_settings
 from lookalike.embed import EmbedderPool
-from lookalike.errors import BusyError, LookalikeError
 from lookalike.api.deps import AppState
 from lookalike.api.inference import InferenceGate
+from lookalike.api.errors import install as install_error_contract
 from lookalike.api.guards import install as install_guards
 
 log = logging.getLogger("lookalike.api")
@@ -39,30 +38,6 @@ ROUTERS: list[str] = [
     "lookalike.api.routes.catalogs",
     "lookalike.api.routes.web",
 ]
-
-
-def _error_response(status: int, detail: str, code: str, headers: dict[str, str] | None = None) -> JSONResponse:
-    return JSONResponse(status_code=status, content={"detail": detail, "code": code}, headers=headers)
-
-
-def _install_error_handlers(app: FastAPI) -> None:
-    @app.exception_handler(LookalikeError)
-    async def _lookalike_error(_: Request, exc: LookalikeError) -> JSONResponse:
-        headers = {"Retry-After": "1"} if isinstance(exc, BusyError) else None
-        return _error_response(exc.status, exc.message, exc.code, headers)
-
-    @app.exception_handler(RequestValidationError)
-    async def _validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
-        problems = []
-        for err in exc.errors():
-            where = ".".join(str(p) for p in err.get("loc", ()) if p not in ("body",))
-            problems.append(f"{where}: {err.get('msg')}" if where else str(err.get("msg")))
-        return _error_response(422, "; ".join(problems) or "invalid request", "invalid_request")
-
-    @app.exception_handler(Exception)
-    async def _unexpected(_: Request, exc: Exception) -> JSONResponse:  # pragma: no cover - last resort
-        log.exception("unexpected error")
-        return _error_response(500, f"internal error ({type(exc).__name__}); see the server log", "internal")
 
 
 def _install_offline_docs(app: FastAPI) -> None:
@@ -113,7 +88,7 @@ def create_app(settings: Settings | None = None, *, preload: bool = False) -> Fa
         docs_url=None,
         redoc_url=None,
     )
-    _install_error_handlers(app)
+    install_error_contract(app)
     _install_offline_docs(app)
     install_guards(app, settings)  # body size while streaming, rate limit, timeout
     if settings.cors_origins:

@@ -12,7 +12,7 @@ from fastapi.security import APIKeyHeader
 from lookalike.comparison import EmbeddingCache
 from lookalike.config import Settings
 from lookalike.embed import EmbedderPool
-from lookalike.errors import ImageTooLargeError, LookalikeError
+from lookalike.errors import ImageTooLargeError, UnauthorizedError
 from lookalike.api.inference import InferenceGate
 
 
@@ -63,8 +63,7 @@ def _check_key(settings: Settings, supplied: str | None) -> None:
         return
     expected = settings.api_key.get_secret_value().encode()
     if supplied is None or not hmac.compare_digest(supplied.encode(), expected):
-        raise LookalikeError("missing or wrong API key (send it in the X-API-Key header)", status=401,
-                             code="unauthorized")
+        raise UnauthorizedError("missing or wrong API key (send it in the X-API-Key header)")
 
 
 def require_api_key(settings: SettingsDep, key: Annotated[str | None, Depends(_api_key_header)]) -> None:

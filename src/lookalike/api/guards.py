@@ -2,23 +2,20 @@
 
 These are plain ASGI middleware (not ``BaseHTTPMiddleware``) so the body is never buffered: an
 oversized upload is refused from its ``Content-Length`` before one byte of it is read, or, when it
-is sent chunked, as soon as the running count passes the limit. Every refusal uses the API's error
-shape ``{"detail", "code"}`` so clients handle one format; ``install`` also puts framework errors
-(bad multipart, unknown path) and storage failures (full disk: 507, read-only: 503) in that shape,
-and documents all of them in the OpenAPI schema.
+is sent chunked, as soon as the running count passes the limit. Every refusal is an ``ErrorBody``
+(``api/errors.py``, the one home of the error contract).
 """
 
 from __future__ import annotations
 
 import asyncio
-import errno
-import json
 import math
 import threading
 import time
 from collections import OrderedDict
 from typing import Any, Awaitable, Callable
 
+from lookalike.api.errors import send_error
 from lookalike.config import Settings
 
 Scope = dict[str, Any]
@@ -34,14 +31,6 @@ EXEMPT_PATHS = frozenset({"/healthz"})
 def request_limit(settings: Settings) -> int:
     """The whole-body limit: explicit, or room for a few uploads plus multipart overhead."""
     return settings.max_request_bytes or 4 * settings.max_upload_bytes + (1 << 20)
-
-
-async def send_error(send: Send, status: int, detail: str, code: str, headers: dict[str, str] | None = None) -> None:
-    body = json.dumps({"detail": detail, "code": code}).encode()
-    raw_headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
-    raw_headers += [(k.lower().encode(), v.encode()) for k, v in (headers or {}).items()]
-    await send({"type": "http.response.start", "status": status, "headers": raw_headers})
-    await send({"type": "http.response.body", "body": body})
 
 
 class _Refused(Exception):
@@ -222,123 +211,8 @@ def _header(scope: Scope, name: bytes) -> str | None:
     return None
 
 
-_HTTP_CODES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
-               405: "method_not_allowed", 413: "request_too_large", 415: "unsupported_media_type"}
-
-
-def _install_http_error_shape(app) -> None:  # noqa: ANN001 - a FastAPI app
-    """Framework errors (bad multipart, unknown path, wrong method) in the API's one error shape."""
-    from fastapi.responses import JSONResponse
-    from starlette.exceptions import HTTPException
-
-    @app.exception_handler(HTTPException)
-    async def _http_error(_, exc: HTTPException) -> JSONResponse:  # noqa: ANN001
-        code = _HTTP_CODES.get(exc.status_code, f"http_{exc.status_code}")
-        return JSONResponse({"detail": str(exc.detail), "code": code}, status_code=exc.status_code,
-                            headers=getattr(exc, "headers", None))
-
-
-# Refusals any operation may answer with (guards, bad input, auth, backpressure), all ErrorBody.
-ERROR_RESPONSES = {
-    "400": "malformed request (e.g. broken multipart body)",
-    "401": "missing or wrong API key",
-    "404": "unknown model, catalog or image",
-    "413": "upload or request body over the configured limits",
-    "422": "invalid parameters, or an upload that is not a usable image",
-    "429": "per-client rate limit exceeded (see Retry-After)",
-    "503": "inference queue full (see Retry-After), weights unavailable, or storage read-only",
-    "504": "processing took longer than request_timeout_s",
-    "507": "catalog storage full",
-}
-_ERROR_BODY = {
-    "title": "ErrorBody",
-    "type": "object",
-    "required": ["detail", "code"],
-    "properties": {"detail": {"type": "string", "title": "Detail"}, "code": {"type": "string", "title": "Code"}},
-}
-
-
-def _document_errors(app) -> None:  # noqa: ANN001 - a FastAPI app
-    """Make the OpenAPI schema tell the truth about errors: one ``ErrorBody`` shape, every status.
-
-    FastAPI documents 422 as its own validation-error list, but the API answers ``{"detail",
-    "code"}``; clients generated from the schema (and schemathesis) must see what is really sent.
-    """
-    build = app.openapi
-
-    def openapi() -> dict:
-        if app.openapi_schema:
-            return app.openapi_schema
-        schema = build()
-        components = schema.setdefault("components", {}).setdefault("schemas", {})
-        components["ErrorBody"] = _ERROR_BODY
-        body = {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorBody"}}}
-        for operations in schema.get("paths", {}).values():
-            for operation in operations.values():
-                responses = operation.setdefault("responses", {})
-                for status, description in ERROR_RESPONSES.items():
-                    if status not in responses or status == "422":
-                        responses[status] = {"description": description, "content": body}
-        text = str(schema.get("paths"))
-        for unused in ("HTTPValidationError", "ValidationError"):
-            if f"/{unused}'" not in text:
-                components.pop(unused, None)
-        app.openapi_schema = schema
-        return schema
-
-    app.openapi = openapi
-
-
-_FULL = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
-_READ_ONLY = {errno.EROFS, errno.EACCES, errno.EPERM}
-
-
-def storage_error(exc: BaseException) -> tuple[int, str, str] | None:
-    """(status, code, message) for a failed write to the data dir, or None if it is not one.
-
-    A full disk or a read-only catalog folder is an operator's problem, not a bug: the caller gets
-    a clear 507/503 instead of "internal error", and SQLite's transaction keeps the catalog intact.
-    """
-    text = str(exc).lower()
-    number = getattr(exc, "errno", None)
-    if number in _FULL or any(t in text for t in ("disk is full", "file too large", "no space left")):
-        return 507, "storage_full", "the catalog storage is full; the request was not completed (free space and retry)"
-    if number in _READ_ONLY or "readonly" in text or "read-only" in text:  # FAISS: "Read-only file system"
-        return 503, "storage_read_only", "the catalog storage is read-only; the request was not completed"
-    if "disk i/o error" in text or "unable to open database" in text:
-        return 503, "storage_error", f"the catalog storage failed ({exc}); the request was not completed"
-    return None
-
-
-def _install_storage_errors(app) -> None:  # noqa: ANN001 - a FastAPI app
-    import logging
-    import sqlite3
-
-    from fastapi.responses import JSONResponse
-
-    log = logging.getLogger("lookalike.api")
-
-    async def _storage(_, exc: Exception) -> JSONResponse:  # noqa: ANN001
-        known = storage_error(exc)
-        if known is None:
-            log.error("unexpected error", exc_info=exc)
-            return JSONResponse({"detail": f"internal error ({type(exc).__name__}); see the server log",
-                                 "code": "internal"}, status_code=500)
-        status, code, message = known
-        log.warning("storage error: %s", exc)
-        return JSONResponse({"detail": message, "code": code}, status_code=status,
-                            headers={"Retry-After": "60"} if status == 503 else None)
-
-    app.add_exception_handler(OSError, _storage)
-    app.add_exception_handler(sqlite3.Error, _storage)
-    app.add_exception_handler(RuntimeError, _storage)  # FAISS reports write errors as RuntimeError
-
-
 def install(app, settings: Settings) -> None:  # noqa: ANN001 - a FastAPI app
     """Register the guards; the last added runs first (headers, rate limit, size, then timeout)."""
-    _install_http_error_shape(app)
-    _install_storage_errors(app)
-    _document_errors(app)
     app.add_middleware(TimeoutMiddleware, seconds=settings.request_timeout_s)
     app.add_middleware(BodyLimitMiddleware, max_bytes=request_limit(settings))
     if settings.rate_limit_per_minute:

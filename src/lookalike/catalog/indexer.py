@@ -26,7 +26,7 @@ from typing import Callable, Iterator
 
 import numpy as np
 
-from lookalike.errors import LookalikeError
+from lookalike.errors import LookalikeError, NotFoundError
 from lookalike.imaging import IMAGE_EXTENSIONS, content_hash, open_checked, read_source_bytes
 from lookalike.catalog.catalog import Catalog, upright_size
 from lookalike.catalog.metadata import ImageRecord, NewImage
@@ -215,7 +215,7 @@ def index_folder(
     started = time.perf_counter()
     root = Path(folder).expanduser().resolve()
     if not root.is_dir():
-        raise LookalikeError(f"{folder} is not a folder", status=404, code="not_found")
+        raise NotFoundError(f"{folder} is not a folder")
     settings = catalog.settings
     embedder = embedder or catalog.embedder()
     workers = workers or settings.index_workers or os.cpu_count() or 1

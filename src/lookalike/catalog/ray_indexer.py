@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any, Iterable, Iterator, Sequence
 import numpy as np
 
 from lookalike.config import Settings
-from lookalike.errors import LookalikeError
+from lookalike.errors import DependencyMissingError, LookalikeError, NotFoundError, ServiceUnavailableError
 from lookalike.imaging import IMAGE_EXTENSIONS
 
 if TYPE_CHECKING:
@@ -46,8 +46,8 @@ def _import_ray():
         import ray
         import ray.data  # noqa: F401
     except ImportError as exc:  # pragma: no cover - depends on the environment
-        raise LookalikeError(
-            "--engine ray needs `pip install lookalike[scale]` (ray[data])", status=503, code="engine_unavailable"
+        raise DependencyMissingError(
+            "--engine ray needs `pip install lookalike[scale]` (ray[data])", code="engine_unavailable"
         ) from exc
     return ray
 
@@ -79,8 +79,7 @@ def list_sources(source: str | os.PathLike) -> tuple[list[str], Path | None]:
         return list(dict.fromkeys(out)), None  # a path listed twice is indexed once
     if path.is_file() and path.suffix.lower() in IMAGE_EXTENSIONS:
         return [str(path.resolve())], None
-    raise LookalikeError(f"{source} is neither a folder nor a list file (.txt, .lst, .list, .csv)",
-                         status=404, code="not_found")
+    raise NotFoundError(f"{source} is neither a folder nor a list file (.txt, .lst, .list, .csv)")
 
 
 # --- embed (runs inside Ray actors) ----------------------------------------------------------------
@@ -180,9 +179,9 @@ def ray_init(num_cpus: int | None = None, address: str | None = None,
             logs = _ray_log_tail()  # before the next attempt moves session_latest
             _stop_half_started_ray(ray)
             if attempt == attempts:
-                raise LookalikeError(
+                raise ServiceUnavailableError(
                     f"could not start a local Ray after {attempts} attempts: {error}\n{logs}",
-                    status=503, code="ray_unavailable",
+                    code="ray_unavailable",
                 ) from error
             time.sleep(retry_pause_s * attempt)
     return True  # unreachable; keeps type checkers content

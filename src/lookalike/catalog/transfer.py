@@ -174,12 +174,11 @@ def import_catalog(folder: str | os.PathLike, name: str, settings: Settings, *, 
     from lookalike.catalog.catalog import Catalog
     from lookalike.catalog.metadata import NewImage
 
-    from lookalike.catalog.stores import STORES
+    from lookalike.catalog.stores import check_store_kind
 
     started = time.perf_counter()
-    if store and store not in STORES:
-        raise LookalikeError(f"unknown store {store!r}; choose one of {', '.join(STORES)}", status=422,
-                             code="unknown_store")
+    if store:
+        check_store_kind(store)
     manifest = read_manifest(folder)
     if store:
         settings = settings.model_copy(update={"store": store})

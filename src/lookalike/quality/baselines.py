@@ -18,7 +18,7 @@ from typing import Protocol
 import numpy as np
 
 from lookalike.config import Settings
-from lookalike.errors import LookalikeError
+from lookalike.errors import InvalidValueError, LookalikeError, WeightsUnavailableError
 from lookalike.quality.evaluation import cosine_pair_scores, embed_paths
 
 SEED_THRESHOLD = 0.80
@@ -91,7 +91,7 @@ def seed_scorer(settings: Settings) -> EmbeddingScorer:
         except LookalikeError:
             continue
         return EmbeddingScorer(f"seed ({model}, crop, avg, 0.80)", embedder, SEED_THRESHOLD)
-    raise LookalikeError("no model with weights for the seed baseline", status=503, code="weights_unavailable")
+    raise WeightsUnavailableError("no model with weights for the seed baseline")
 
 
 def baseline_scorer(name: str, settings: Settings) -> Scorer:
@@ -99,4 +99,4 @@ def baseline_scorer(name: str, settings: Settings) -> Scorer:
         return PHashScorer()
     if name == "seed":
         return seed_scorer(settings)
-    raise LookalikeError(f"unknown baseline {name!r}; choose phash or seed", status=422, code="bad_baseline")
+    raise InvalidValueError(f"unknown baseline {name!r}; choose phash or seed", code="bad_baseline")

@@ -10,7 +10,7 @@ from fastapi import APIRouter, Request
 from pydantic import BaseModel, Field, ValidationError
 from starlette.datastructures import UploadFile
 
-from lookalike.errors import LookalikeError
+from lookalike.errors import InvalidValueError, UnsupportedMediaError
 from lookalike.quality.feedback import FeedbackStore, add_catalog_pair, check_label, feedback_root
 from lookalike.imaging import ImageLimits
 from lookalike.api.deps import ReadAccess, StateDep, WriteAccess, read_upload
@@ -82,24 +82,22 @@ async def post_feedback(request: Request, state: StateDep) -> FeedbackStored:
         try:
             body = FeedbackByIds.model_validate(json.loads(await request.body() or b"null"))
         except (ValidationError, ValueError) as exc:
-            raise LookalikeError(f"expected JSON {{catalog, id_a, id_b, label: same|different}}: {exc}",
-                                 status=422, code="bad_feedback") from None
+            raise InvalidValueError(f"expected JSON {{catalog, id_a, id_b, label: same|different}}: {exc}",
+                                    code="bad_feedback") from None
         record = await state.gate.run(add_catalog_pair, store, state.settings, body.catalog, body.id_a, body.id_b,
                                       body.label)
     elif content_type.startswith("multipart/form-data"):
         form = await request.form()
         image_1, image_2, label = form.get("image_1"), form.get("image_2"), form.get("label")
         if not isinstance(image_1, UploadFile) or not isinstance(image_2, UploadFile):
-            raise LookalikeError("multipart feedback needs two files, image_1 and image_2", status=422,
-                                 code="bad_feedback")
+            raise InvalidValueError("multipart feedback needs two files, image_1 and image_2", code="bad_feedback")
         check_label(str(label) if label is not None else "")
         data_1 = await read_upload(image_1, state.settings, "image_1")
         data_2 = await read_upload(image_2, state.settings, "image_2")
         add = partial(store.add, filename_a=image_1.filename, filename_b=image_2.filename)
         record = await state.gate.run(add, data_1, data_2, str(label))
     else:
-        raise LookalikeError("send JSON {catalog, id_a, id_b, label} or multipart image_1, image_2, label",
-                             status=415, code="unsupported_media_type")
+        raise UnsupportedMediaError("send JSON {catalog, id_a, id_b, label} or multipart image_1, image_2, label")
     return FeedbackStored(id=record.id, label=record.label)
 
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from lookalike.config import Settings
-from lookalike.errors import LookalikeError
+from lookalike.errors import InvalidValueError
 from lookalike.catalog.stores.base import VectorStore
 
 FAISS_FILE = "vectors.faiss"  # same name as catalog.INDEX_FILE (not imported: no cycle)
@@ -51,7 +51,7 @@ def open_store(settings: Settings, catalog_dir: str | Path, dim: int, *, factory
     ``kind`` overrides ``settings.store`` (migration opens a second kind of store next to the
     configured one).
     """
-    kind = kind or settings.store
+    kind = check_store_kind(kind or settings.store)
     catalog_dir = Path(catalog_dir)
     if kind == "faiss":
         from lookalike.catalog.stores.faiss import FaissStore
@@ -71,15 +71,22 @@ def open_store(settings: Settings, catalog_dir: str | Path, dim: int, *, factory
         token = settings.store_api_key.get_secret_value() if settings.store_api_key else None
         uri = settings.store_url or str(_local_folder(settings, catalog_dir, MILVUS_FILE))
         return MilvusStore(dim, uri=uri, token=token, collection=milvus_collection_name(catalog_dir))
-    raise LookalikeError(f"unknown store {kind!r}; choose one of {', '.join(STORES)}", status=422,
-                         code="unknown_store")
+    raise AssertionError(kind)  # unreachable: check_store_kind refused it
+
+
+def check_store_kind(kind: str) -> str:
+    """The one check of a store name, for the config, migration and the factory."""
+    if kind not in STORES:
+        raise InvalidValueError(f"unknown store {kind!r}; choose one of {', '.join(STORES)} (setting `store`)",
+                                code="unknown_store")
+    return kind
 
 
 def drop_store(settings: Settings, catalog_dir: str | Path, *, kind: str | None = None) -> None:
     """Delete a catalog's vectors from its store (the catalog's rows stay in SQLite)."""
     import shutil
 
-    kind = kind or settings.store
+    kind = check_store_kind(kind or settings.store)
     catalog_dir = Path(catalog_dir)
     if kind == "faiss":
         (catalog_dir / FAISS_FILE).unlink(missing_ok=True)

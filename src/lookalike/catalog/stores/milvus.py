@@ -14,7 +14,7 @@ from typing import Iterator, Sequence
 
 import numpy as np
 
-from lookalike.errors import LookalikeError
+from lookalike.errors import ConflictError, DependencyMissingError
 from lookalike.catalog.stores.base import Hit
 
 MAX_TOPK = 16_384
@@ -25,8 +25,8 @@ def _import_milvus():
     try:
         import pymilvus
     except ImportError as exc:  # pragma: no cover - depends on the environment
-        raise LookalikeError("store 'milvus' needs `pip install pymilvus milvus-lite`", status=503,
-                             code="store_unavailable") from exc
+        raise DependencyMissingError("store 'milvus' needs `pip install pymilvus milvus-lite`",
+                                     code="store_unavailable") from exc
     return pymilvus
 
 
@@ -54,8 +54,8 @@ class MilvusStore:
             for field in fields:
                 size = field.get("params", {}).get("dim")
                 if size is not None and int(size) != self.dim:
-                    raise LookalikeError(f"Milvus collection {self.collection!r} holds {size}-d vectors, "
-                                         f"not {self.dim}-d", status=409, code="dim_mismatch")
+                    raise ConflictError(f"Milvus collection {self.collection!r} holds {size}-d vectors, "
+                                         f"not {self.dim}-d", code="dim_mismatch")
             self.client.load_collection(self.collection)
             return
         schema = self.client.create_schema(auto_id=False, enable_dynamic_field=False)

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Iterator, Sequence
 
 import numpy as np
 
-from lookalike.errors import LookalikeError
+from lookalike.errors import ConflictError, DependencyMissingError
 from lookalike.catalog.stores.base import Hit
 
 if TYPE_CHECKING:  # qdrant_client is an optional extra: imported only when a store is opened
@@ -31,11 +31,8 @@ def _import_qdrant():
         import qdrant_client
         from qdrant_client import models
     except ImportError as exc:  # pragma: no cover - depends on the environment
-        raise LookalikeError(
-            "store 'qdrant' needs `pip install lookalike[scale]` (qdrant-client)",
-            status=503,
-            code="store_unavailable",
-        ) from exc
+        raise DependencyMissingError("store 'qdrant' needs `pip install lookalike[scale]` (qdrant-client)",
+                                     code="store_unavailable") from exc
     return qdrant_client, models
 
 
@@ -69,9 +66,9 @@ class QdrantStore:
             try:
                 self.client = qdrant_client.QdrantClient(path=str(path))
             except RuntimeError as exc:  # local mode locks its folder to one client
-                raise LookalikeError(
+                raise ConflictError(
                     f"the Qdrant local store at {path} is open in another process; local mode serves one "
-                    "process (set store_url to a Qdrant server to share it)", status=409, code="store_busy",
+                    "process (set store_url to a Qdrant server to share it)", code="store_busy",
                 ) from exc
         else:
             self.client = qdrant_client.QdrantClient(location=":memory:")
@@ -85,9 +82,8 @@ class QdrantStore:
             existing = self.client.get_collection(self.collection).config.params.vectors
             size = getattr(existing, "size", None)
             if size is not None and int(size) != self.dim:
-                raise LookalikeError(
+                raise ConflictError(
                     f"Qdrant collection {self.collection!r} holds {size}-d vectors, not {self.dim}-d",
-                    status=409,
                     code="dim_mismatch",
                 )
             return
