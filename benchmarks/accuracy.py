@@ -31,6 +31,8 @@ from PIL import Image, ImageDraw, ImageEnhance, ImageFilter, ImageFont, ImageOps
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import bench_settings as common_settings  # noqa: E402
 
 from lookalike.config import Settings
 from lookalike.quality.evaluation import (
@@ -38,7 +40,9 @@ from lookalike.quality.evaluation import (
     load_groups,
     load_pairs,
     pair_metrics,
+    roc_auc,
 )
+from lookalike.similarity import normalized_score
 
 SHARED = Path(os.environ.get("LOOKALIKE_SHARED_DIR", REPO.parent / "shared"))
 DEV = SHARED / "data"
@@ -171,11 +175,8 @@ class Trial:
 
 
 def bench_settings() -> Settings:
-    weights = [REPO / ".lookalike" / "test-cache" / "weights"]
-    if (SHARED / "weights").is_dir():
-        weights.append(SHARED / "weights")
-    return Settings(cache_dir=REPO / ".lookalike" / "test-cache", weights_dirs=weights, allow_hub_download=False,
-                    calibration_file=None, allowed_input_sizes=[224, 240, 260, 288, 320, 416, 512])
+    """The shared offline benchmark settings, with every input size the method search tries."""
+    return common_settings(allowed_input_sizes=[224, 240, 260, 288, 320, 416, 512])
 
 
 def _encode(trial: Trial, size: int, paths: list[Path], settings: Settings) -> tuple[np.ndarray, float]:
@@ -239,7 +240,7 @@ def fit_whitening(vectors: np.ndarray, dim: int | None = None, shrink: float = 0
 def pair_scores(vecs: dict[str, np.ndarray], a: list[Path], b: list[Path]) -> np.ndarray:
     va = np.stack([vecs[str(p)] for p in a])
     vb = np.stack([vecs[str(p)] for p in b])
-    return (np.sum(va * vb, axis=1) + 1.0) / 2.0
+    return normalized_score(np.sum(va * vb, axis=1))
 
 
 def run_trial(trial: Trial, settings: Settings) -> dict:
@@ -269,14 +270,8 @@ def run_trial(trial: Trial, settings: Settings) -> dict:
         "dev_kinds": {k.kind: k.correct_at_threshold for k in dev_m.per_kind},
         "r1": grp.recall_at_1, "r4": grp.recall_at_4, "map": grp.map, "ns": grp.ns_score,
         # how well a single global-score line could split copies from other shots
-        "shot_vs_copy_auc": float(_auc(np.r_[positives, shot_s], np.r_[np.ones(len(positives)), np.zeros(len(shot_s))])),
+        "shot_vs_copy_auc": float(roc_auc(np.r_[positives, shot_s], np.r_[np.ones(len(positives)), np.zeros(len(shot_s))])),
     }
-
-
-def _auc(scores, labels) -> float:
-    from sklearn.metrics import roc_auc_score
-
-    return float(roc_auc_score(labels, scores))
 
 
 # ------------------------------------------------------------------------- tiers (geometry)

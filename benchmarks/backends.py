@@ -25,6 +25,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import bench_settings, dev_pairs, interleaved, markdown_table, write_result
+from lookalike.quality.evaluation import roc_auc as auc
 
 
 def preprocess_all(paths: list[Path], embedder) -> np.ndarray:
@@ -60,12 +61,6 @@ def quantize_static(onnx_path: Path, out: Path, calibration: np.ndarray) -> Path
     qs(str(prepared), str(out), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
     return out
-
-
-def auc(scores: np.ndarray, labels: np.ndarray) -> float:
-    from sklearn.metrics import roc_auc_score
-
-    return float(roc_auc_score(labels, scores))
 
 
 def main(argv: list[str] | None = None) -> int:

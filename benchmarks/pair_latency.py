@@ -39,6 +39,7 @@ from _common import (
     markdown_table,
     write_result,
 )
+from lookalike.similarity import normalized_score
 
 
 def bare_decode(data: bytes, size: int, mean: np.ndarray, inv_std: np.ndarray) -> np.ndarray:
@@ -122,7 +123,7 @@ class SeedFaithful:
         with torch.no_grad():
             a, b = (model(t)[0] for t in tensors)
         cos = torch.nn.functional.cosine_similarity(a, b, dim=0).item()
-        return (cos + 1) / 2
+        return normalized_score(cos)  # the seed's (cos + 1) / 2
 
     def close(self) -> None:
         self._dir.cleanup()

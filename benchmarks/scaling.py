@@ -33,6 +33,8 @@ from PIL import Image
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import bench_settings as common_settings  # noqa: E402
 
 from lookalike.config import Settings  # noqa: E402
 from lookalike.embed import create_embedder  # noqa: E402
@@ -44,9 +46,7 @@ CACHE = Path(os.environ.get("LOOKALIKE_TEST_CACHE", REPO / ".lookalike" / "test-
 
 
 def bench_settings(threads: int | None) -> Settings:
-    weights = [CACHE / "weights"] + ([SHARED / "weights"] if (SHARED / "weights").is_dir() else [])
-    return Settings(cache_dir=CACHE, weights_dirs=weights, allow_hub_download=False, threads=threads,
-                    calibration_file=None)
+    return common_settings(threads=threads)
 
 
 def dev_images(limit: int) -> list[Path]:

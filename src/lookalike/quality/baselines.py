@@ -20,6 +20,7 @@ import numpy as np
 from lookalike.config import Settings
 from lookalike.errors import InvalidValueError, LookalikeError, WeightsUnavailableError
 from lookalike.quality.evaluation import cosine_pair_scores, embed_paths
+from lookalike.similarity import normalized_score
 
 SEED_THRESHOLD = 0.80
 
@@ -48,7 +49,7 @@ class EmbeddingScorer:
     def similarity_matrix(self, paths: Sequence[Path]) -> np.ndarray:
         vectors = embed_paths(self.embedder, paths)
         emb = np.stack([vectors[str(p)] for p in paths]).astype(np.float64)
-        return (emb @ emb.T + 1.0) / 2.0
+        return normalized_score(emb @ emb.T)
 
 
 @dataclass

@@ -32,6 +32,7 @@ import numpy as np
 from lookalike.quality.evaluation import EvalDataError, best_f1_threshold, pair_metrics, prf_at
 from lookalike.quality.plots import curves_from_scores
 from lookalike.similarity import calibration_key
+from lookalike.similarity import normalized_score
 
 
 @dataclass
@@ -93,7 +94,7 @@ def group_pair_scores(embeddings: np.ndarray, groups: Sequence[str]) -> tuple[np
     """Scores of all same-group pairs and all different-group pairs of L2-normalized embeddings."""
     emb = np.asarray(embeddings, dtype=np.float64)
     g = np.asarray(groups)
-    scores = np.clip((emb @ emb.T + 1.0) / 2.0, 0.0, 1.0)
+    scores = normalized_score(emb @ emb.T)
     upper = np.triu(np.ones_like(scores, dtype=bool), k=1)
     same = (g[:, None] == g[None, :]) & upper
     return scores[same], scores[~(g[:, None] == g[None, :]) & upper]

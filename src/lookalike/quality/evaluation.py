@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from lookalike.errors import LookalikeError
+from lookalike.similarity import normalized_score
 
 
 class EvalDataError(LookalikeError):
@@ -167,7 +168,8 @@ def best_f1_threshold(scores: np.ndarray, labels: np.ndarray) -> tuple[float, fl
     return float(f1[i]), float((s[i] + below) / 2.0)
 
 
-def _auc(scores: np.ndarray, labels: np.ndarray) -> float:
+def roc_auc(scores: np.ndarray, labels: np.ndarray) -> float:
+    """ROC-AUC of scores against 0/1 labels (NaN when only one class is present)."""
     from sklearn.metrics import roc_auc_score
 
     if len(set(np.asarray(labels).tolist())) < 2:
@@ -194,7 +196,7 @@ def pair_metrics(scores: Sequence[float], labels: Sequence[int], threshold: floa
     predicted_all = scores >= threshold if decisions is None else np.asarray(decisions, dtype=bool)
     p, r, f1 = prf_at(predicted_all.astype(np.float64), labels, 0.5)
     result = PairMetrics(
-        n=len(labels), n_pos=int(labels.sum()), roc_auc=_auc(scores, labels),
+        n=len(labels), n_pos=int(labels.sum()), roc_auc=roc_auc(scores, labels),
         average_precision=float(average_precision_score(labels, scores)) if has_both else float("nan"),
         best_f1=best_f1, best_threshold=best_t, threshold=float(threshold),
         precision_at_threshold=p, recall_at_threshold=r, f1_at_threshold=f1,
@@ -209,7 +211,7 @@ def pair_metrics(scores: Sequence[float], labels: Sequence[int], threshold: floa
             auc = None
             if label == 1 and negatives.any():
                 sel = mask | negatives
-                auc = _auc(scores[sel], labels[sel])
+                auc = roc_auc(scores[sel], labels[sel])
             result.per_kind.append(KindMetrics(kind, label, int(mask.sum()), float(scores[mask].mean()), correct, auc))
     return result
 
@@ -302,7 +304,7 @@ def rerank_similarity(similarity: np.ndarray, paths: Sequence[Path], top: int, l
         row = sim[q].copy()
         row[q] = -np.inf
         for j in np.argsort(-row, kind="stable")[:top]:
-            out[q, j] = (rerank_score(2.0 * sim[q, j] - 1.0, match_features(features[q], features[j], **RERANK_MATCH)) + 1.0) / 2.0
+            out[q, j] = normalized_score(rerank_score(2.0 * sim[q, j] - 1.0, match_features(features[q], features[j], **RERANK_MATCH)))
     return out
 
 
@@ -329,4 +331,4 @@ def cosine_pair_scores(vectors: dict[str, np.ndarray], path_a: Sequence[Path], p
     """(cos+1)/2 of each pair, from L2-normalized vectors keyed by path."""
     va = np.stack([vectors[str(p)] for p in path_a]).astype(np.float64)
     vb = np.stack([vectors[str(p)] for p in path_b]).astype(np.float64)
-    return np.clip((np.sum(va * vb, axis=1) + 1.0) / 2.0, 0.0, 1.0)
+    return normalized_score(np.sum(va * vb, axis=1))
