@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from lookalike.catalog.ingest import add_uploads
 from lookalike.catalog.catalog import Catalog, BadCatalogNameError, check_name, list_catalogs
 from lookalike.catalog.metadata import NewImage
 from lookalike.errors import ConflictError, NotFoundError
@@ -96,7 +97,7 @@ def test_uploads_thumbnails_and_removal(cat_settings, sample_photos, embedder):
     pool._items[pool.key(None, None)] = embedder  # reuse the session's loaded model
     catalog = Catalog("uploads", cat_settings)
     data = sample_photos["chelsea"].read_bytes()
-    added, errors = catalog.add_uploads([("cat.jpg", data), ("cat-again.jpg", data), ("bad.png", b"nope")], pool)
+    added, errors = add_uploads(catalog, [("cat.jpg", data), ("cat-again.jpg", data), ("bad.png", b"nope")], pool)
     assert [a["status"] for a in added] == ["added", "exists"]
     assert added[0]["id"] == added[1]["id"]
     assert errors and errors[0]["filename"] == "bad.png"

@@ -7,6 +7,7 @@ import io
 import numpy as np
 from PIL import Image
 
+from lookalike.catalog.ingest import add_uploads
 from lookalike.catalog.catalog import Catalog
 from lookalike.embed import EmbedderPool
 from lookalike.quality.evaluation import group_metrics_from_similarity, load_groups, rerank_similarity
@@ -34,7 +35,7 @@ def _catalog(cat_settings, embedder, sample_photos, rerank: int, name: str) -> C
     uploads = [(p.name, p.read_bytes()) for p in sample_photos.values()]
     uploads.append(("chelsea-copy.jpg", _edited(sample_photos["chelsea"], 0.8, 300)))
     uploads.append(("coffee-copy.jpg", _edited(sample_photos["coffee"], 0.9, 256)))
-    added, errors = catalog.add_uploads(uploads, pool)
+    added, errors = add_uploads(catalog, uploads, pool)
     assert not errors and len(added) == 8
     return catalog
 

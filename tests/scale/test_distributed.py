@@ -136,3 +136,27 @@ def test_ray_index_equals_single_process_on_dev_photos(local_ray, dev_data, tmp_
         assert (report.added, report.duplicates, report.errors) == (expected.added, expected.duplicates, [])
         assert rows_of(distributed) == rows_of(single)
         assert np.sum(vectors_of(distributed) * vectors_of(single), axis=1).min() >= 0.9999
+
+
+def test_ray_index_keeps_the_catalogs_pooling(local_ray, photos, scale_settings):
+    """A catalog made with average pooling, re-indexed on Ray by a process whose default is GeM, gets
+    average-pooled vectors from the Ray workers too: they embed with the catalog's recipe."""
+    from lookalike.catalog.catalog import Catalog
+    from lookalike.catalog.indexer import index_folder
+    from lookalike.catalog.ray_indexer import index_with_ray
+
+    assert scale_settings.pooling == "gem"
+    avg_settings = scale_settings.model_copy(update={"pooling": "avg"})
+    with Catalog("avg-local", avg_settings) as local, Catalog("avg-ray", avg_settings), \
+            Catalog("gem-local", scale_settings) as gem:
+        index_folder(photos, local)
+        index_folder(photos, gem)
+    with Catalog("avg-local", scale_settings) as local, Catalog("avg-ray", scale_settings) as distributed, \
+            Catalog("gem-local", scale_settings) as gem:
+        assert (local.pooling, distributed.pooling, gem.pooling) == ("avg", "avg", "gem")
+        index_with_ray(photos, distributed, workers=2, batch_size=4)
+        assert rows_of(distributed) == rows_of(local)
+        same = np.sum(vectors_of(distributed) * vectors_of(local), axis=1)
+        other_pooling = np.sum(vectors_of(gem) * vectors_of(local), axis=1)
+        assert same.min() >= 0.9999
+        assert other_pooling.min() < 0.999  # the control: GeM vectors are measurably different

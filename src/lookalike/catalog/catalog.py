@@ -23,10 +23,11 @@ import numpy as np
 
 from lookalike.config import Settings
 from lookalike.errors import ConflictError, LookalikeError, NotFoundError
-from lookalike.imaging import ImageLimits, content_hash, open_checked, read_source_bytes
+from lookalike.imaging import ImageLimits
 from lookalike.models.registry import check_input_size, resolve_model
 from lookalike.similarity import Thresholds, normalized_score, thresholds_for
-from lookalike.catalog.stores.faiss import FaissStore, fsync_replace
+from lookalike.catalog.stores.faiss import FaissStore
+from lookalike.catalog.ingest import Recipe
 from lookalike.catalog.metadata import ImageRecord, Metadata, NewImage
 from lookalike.catalog.stores.base import VectorStore
 from lookalike.catalog.vector_file import VectorFile
@@ -84,16 +85,6 @@ def list_catalogs(settings: Settings) -> list[dict]:
         finally:
             meta.close()
     return out
-
-
-def upright_size(image) -> tuple[int, int]:  # noqa: ANN001 - a lazily opened PIL image
-    """Width and height after EXIF rotation, read from the header (no pixels decoded)."""
-    width, height = image.size
-    try:
-        orientation = image.getexif().get(0x0112, 1)
-    except Exception:  # noqa: BLE001 - unreadable EXIF: keep the stored orientation
-        orientation = 1
-    return (height, width) if orientation in (5, 6, 7, 8) else (width, height)
 
 
 @dataclass(frozen=True)
@@ -253,18 +244,17 @@ class Catalog:
                 raise AssertionError("index vectors differ from the committed ones")
 
     # --- models and verdicts ---------------------------------------------------------------
-    def embedder(self, pool=None):  # noqa: ANN001, ANN201 - EmbedderPool / ModelEmbedder
-        """The embedder this catalog's vectors came from (same model, size, preprocessing and pooling)."""
-        spec = resolve_model(self.model)
-        same_method = ((self.settings.preprocess or spec.preprocessing.mode) == self.preprocess
-                       and self.settings.pooling == self.pooling)
-        if pool is not None and same_method:
-            return pool.get(self.model, self.input_size)
-        if self._embedder is None:
-            from lookalike.embed import create_embedder
+    @property
+    def recipe(self) -> Recipe:
+        """How this catalog's vectors are made (model, size, preprocessing, pooling)."""
+        return Recipe(self.model, self.input_size, self.preprocess, self.pooling)
 
-            self._embedder = create_embedder(self.model, input_size=self.input_size, preprocess=self.preprocess,
-                                             pooling=self.pooling, settings=self.settings)
+    def embedder(self, pool=None):  # noqa: ANN001, ANN201 - EmbedderPool / Embedder
+        """The embedder this catalog's vectors came from: the pool's when it embeds the same way."""
+        if pool is not None:
+            return self.recipe.from_pool(pool, self.settings)
+        if self._embedder is None:
+            self._embedder = self.recipe.create(self.settings)
         return self._embedder
 
     @property
@@ -283,48 +273,6 @@ class Catalog:
             self.store.add(ids, vectors)
             self._dirty = True
             return ids
-
-    def add_uploads(self, uploads: Sequence[tuple[str, bytes]], pool=None) -> tuple[list[dict], list[dict]]:  # noqa: ANN001
-        """API uploads: keep the original bytes under ``files/``; same bytes already here -> 'exists'."""
-        embedder = self.embedder(pool)
-        added, errors, todo = [], [], []
-        seen: dict[str, int] = {}
-        for filename, data in uploads:
-            name = Path(filename or "upload").name or "upload"
-            try:
-                read_source_bytes(data, embedder.limits)
-                digest = content_hash(data)
-                existing = self.meta.by_hash(digest)
-                if existing is not None or digest in seen:
-                    image_id = existing.id if existing is not None else seen[digest]
-                    added.append({"id": image_id, "filename": name, "content_hash": digest, "status": "exists"})
-                    continue
-                width, height = upright_size(open_checked(data, embedder.limits))
-                vector = embedder.encode_decoded([embedder.load(data)])[0]
-            except LookalikeError as exc:
-                errors.append({"filename": name, "error": exc.message})
-                continue
-            path = self._store_upload(digest, name, data)
-            row = NewImage(str(path), name, digest, len(data), width, height, None)
-            ids = self.add_embedded([row], vector[None, :])
-            seen[digest] = ids[0]
-            todo.append(ids[0])
-            added.append({"id": ids[0], "filename": name, "content_hash": digest, "status": "added"})
-        if todo:
-            self.maybe_flush()
-        return added, errors
-
-    def _store_upload(self, digest: str, filename: str, data: bytes) -> Path:
-        suffix = Path(filename).suffix.lower()
-        suffix = suffix if re.fullmatch(r"\.[a-z0-9]{1,5}", suffix or "") else ".bin"
-        folder = self.root / "files"
-        folder.mkdir(exist_ok=True)
-        final = folder / f"{digest}{suffix}"
-        if not final.exists():
-            tmp = final.with_name(final.name + ".tmp")
-            tmp.write_bytes(data)
-            fsync_replace(tmp, final)
-        return final
 
     def remove(self, ids: Sequence[int]) -> int:
         """Delete rows (and uploaded originals nobody else uses, and thumbnails)."""

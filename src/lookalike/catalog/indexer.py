@@ -1,11 +1,11 @@
-"""Folder -> catalog, as a Reader -> Embed -> Writer pipeline.
+"""Folder -> catalog on one machine: the ingestion pipeline (``ingest.py``) on threads.
 
-- Reader (a thread pool): stat, read, hash, decode at reduced JPEG size, preprocess to the model's
-  input array. Pillow and NumPy release the GIL for the heavy parts, so threads keep ahead of
-  inference without pickling pixels between processes.
-- Embed (the calling thread): batched ``encode_arrays`` through ONNX Runtime while the readers
-  decode the next images.
-- Writer: every ``commit_every`` images one SQLite transaction (rows + vectors), then the index.
+- Reader (``ingest.read_image`` in a thread pool): stat, read, hash, decode at reduced JPEG size,
+  preprocess to the model's input array. Pillow and NumPy release the GIL for the heavy parts, so
+  threads keep ahead of inference without pickling pixels between processes.
+- Embed (the calling thread): batched forwards while the readers decode the next images.
+- Writer (``ingest.CatalogWriter``): every ``commit_every`` images one SQLite transaction (rows +
+  vectors), then the index.
 
 Incremental: a file whose size and mtime match its row is skipped without reading; a changed
 mtime with the same bytes (hash) only updates the row; new bytes are embedded; same bytes as an
@@ -24,12 +24,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator
 
-import numpy as np
 
-from lookalike.errors import LookalikeError, NotFoundError
-from lookalike.imaging import IMAGE_EXTENSIONS, content_hash, open_checked, read_source_bytes
-from lookalike.catalog.catalog import Catalog, upright_size
-from lookalike.catalog.metadata import ImageRecord, NewImage
+from lookalike.errors import NotFoundError
+from lookalike.imaging import IMAGE_EXTENSIONS
+from lookalike.catalog.catalog import Catalog
+from lookalike.catalog.ingest import CatalogWriter, Item, embed_items, read_image
+from lookalike.catalog.metadata import ImageRecord
 
 
 @dataclass
@@ -84,97 +84,6 @@ def walk_images(folder: Path) -> Iterator[Path]:
                 yield Path(dirpath) / name
 
 
-@dataclass
-class _Item:
-    """What the reader hands on: one of 'embed', 'dup', 'touch', 'error'."""
-
-    kind: str
-    path: str
-    row: NewImage | None = None
-    array: np.ndarray | None = None
-    old: ImageRecord | None = None  # the row this file had before (changed / touched files)
-    source_id: int | None = None  # for 'dup': the row whose vector is reused
-    error: str = ""
-    seconds: float = 0.0
-
-
-def _read(path: str, old: ImageRecord | None, catalog: Catalog, embedder) -> _Item:  # noqa: ANN001
-    """Reader stage for one file (runs in a worker thread)."""
-    try:
-        stat = os.stat(path)
-        data = read_source_bytes(path, embedder.limits)
-        digest = content_hash(data)
-        if old is not None and old.content_hash == digest:
-            return _Item("touch", path, old=old, row=NewImage(path, old.filename, digest, old.size, old.width,
-                                                                 old.height, stat.st_mtime))
-        width, height = upright_size(open_checked(data, embedder.limits))
-        row = NewImage(path, Path(path).name, digest, len(data), width, height, stat.st_mtime)
-        twin = catalog.meta.by_hash(digest)
-        if twin is not None:
-            return _Item("dup", path, row=row, old=old, source_id=twin.id)
-        image = embedder.load(data)
-        array = embedder.preprocessing.to_array([image])[0]
-        return _Item("embed", path, row=row, array=array, old=old)
-    except LookalikeError as exc:
-        return _Item("error", path, error=exc.message)
-    except OSError as exc:
-        return _Item("error", path, error=f"cannot read: {exc.strerror or exc}")
-
-
-class _Writer:
-    """Accumulates embedded rows and duplicate rows; commits them in batches."""
-
-    def __init__(self, catalog: Catalog, report: IndexReport, timings: dict[str, float]) -> None:
-        self.catalog = catalog
-        self.report = report
-        self.timings = timings
-        self.rows: list[NewImage] = []
-        self.vectors: list[np.ndarray] = []
-        self.replace: list[int] = []
-        self.dups: list[_Item] = []
-        self.changed = 0
-        self.added = 0
-
-    def __len__(self) -> int:
-        return len(self.rows) + len(self.dups)
-
-    def add(self, item: _Item, vector: np.ndarray) -> None:
-        self.rows.append(item.row)  # type: ignore[arg-type]
-        self.vectors.append(vector)
-        if item.old is not None:
-            self.replace.append(item.old.id)
-            self.changed += 1
-        else:
-            self.added += 1
-
-    def commit(self) -> None:
-        if not len(self):
-            return
-        start = time.perf_counter()
-        rows, vectors = list(self.rows), list(self.vectors)
-        local = {row.content_hash: vec for row, vec in zip(rows, vectors)}
-        for item in self.dups:
-            vec = local.get(item.row.content_hash)  # type: ignore[union-attr]
-            if vec is None:  # the twin was committed earlier (this run or before)
-                twin = self.catalog.meta.by_hash(item.row.content_hash)  # type: ignore[union-attr]
-                if twin is None:
-                    self.report.errors.append((item.path, "duplicate of an image that vanished; re-run to embed"))
-                    continue
-                vec = self.catalog.meta.vectors([twin.id], self.catalog.dim)[0]
-            rows.append(item.row)  # type: ignore[arg-type]
-            vectors.append(vec)
-            if item.old is not None:
-                self.replace.append(item.old.id)
-            self.report.duplicates += 1
-        if rows:
-            self.catalog.add_embedded(rows, np.stack(vectors), replace_ids=self.replace)
-        self.report.added += self.added
-        self.report.changed += self.changed
-        self.rows, self.vectors, self.replace, self.dups = [], [], [], []
-        self.added = self.changed = 0
-        self.timings["write"] += time.perf_counter() - start
-
-
 def unchanged_since_indexed(path, record) -> bool:  # noqa: ANN001 - a path and an ImageRecord
     """Same size and mtime as when indexed: skip it without reading (raises OSError if unreadable)."""
     stat = os.stat(path)
@@ -221,7 +130,7 @@ def index_folder(
     workers = workers or settings.index_workers or os.cpu_count() or 1
     commit_every = commit_every or settings.catalog_commit_every
     report = IndexReport(catalog.name, str(root))
-    timings = {"scan": 0.0, "read_decode": 0.0, "wait_reader": 0.0, "embed": 0.0, "write": 0.0, "remove": 0.0}
+    timings = {"scan": 0.0, "read_decode": 0.0, "waiting_for_files": 0.0, "embed": 0.0, "write": 0.0, "remove": 0.0}
 
     # --- scan: what is new, changed, unchanged, vanished -----------------------------------
     existing = catalog.meta.paths_under(str(root))
@@ -231,29 +140,30 @@ def index_folder(
     todo = changed_since_indexed(paths, existing, report)
     timings["scan"] = time.perf_counter() - started
 
-    # --- read -> embed -> write -------------------------------------------------------------
-    writer = _Writer(catalog, report, timings)
-    batch: list[_Item] = []
-    touches: list[tuple[int, float]] = []
-    run_hashes: dict[str, int] = {}
+    # --- read -> embed -> write (catalog/ingest.py) ----------------------------------------------
+    writer = CatalogWriter(catalog, commit_every)
+    batch: list[Item] = []
+    run_hashes: set[str] = set()  # bytes met in this run: a second file with them reuses the vector
     done = 0
+
+    def is_known(digest: str) -> bool:  # runs in reader threads: reads SQLite, no shared Python state
+        return catalog.meta.by_hash(digest) is not None
 
     def embed_batch() -> None:
         if not batch:
             return
         start = time.perf_counter()
-        vectors = embedder.encode_arrays(np.stack([item.array for item in batch]))
+        vectors = embed_items(batch, embedder)
         timings["embed"] += time.perf_counter() - start
         for item, vector in zip(batch, vectors):
-            writer.add(item, vector)
+            writer.take(item, vector)
         batch.clear()
-        if len(writer) >= commit_every:
-            writer.commit()
 
-    def timed_read(path: str, old: ImageRecord | None) -> tuple[_Item, float]:
+    def timed_read(path: str, old: ImageRecord | None) -> Item:
         start = time.perf_counter()
-        item = _read(path, old, catalog, embedder)
-        return item, time.perf_counter() - start
+        item = read_image(path, embedder, path=path, old=old, is_known=is_known)
+        item.seconds = time.perf_counter() - start
+        return item
 
     window = max(2 * embedder.batch_size, 4 * workers)
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="lookalike-read") as pool:
@@ -265,33 +175,31 @@ def index_folder(
                 break
         while pending:
             wait_start = time.perf_counter()
-            item, seconds = pending.popleft().result()
-            timings["wait_reader"] += time.perf_counter() - wait_start
-            timings["read_decode"] += seconds
+            item = pending.popleft().result()
+            timings["waiting_for_files"] += time.perf_counter() - wait_start
+            timings["read_decode"] += item.seconds
             nxt = next(queue, None)
             if nxt is not None:
                 pending.append(pool.submit(timed_read, *nxt))
-            if item.kind == "error":
-                report.errors.append((item.path, item.error))
-            elif item.kind == "touch":
-                touches.append((item.old.id, item.row.mtime))  # type: ignore[union-attr]
-                report.unchanged += 1
-            elif item.kind == "dup" or item.row.content_hash in run_hashes:  # type: ignore[union-attr]
-                item.array = None  # same bytes as an image embedded before: reuse that vector
-                writer.dups.append(item)
-            else:
-                run_hashes[item.row.content_hash] = 1  # type: ignore[union-attr]
+            if item.kind == "embed" and item.row.content_hash in run_hashes:  # type: ignore[union-attr]
+                item.kind, item.array = "dup", None  # same bytes as a file read earlier in this run
+            if item.kind == "embed":
+                run_hashes.add(item.row.content_hash)  # type: ignore[union-attr]
                 batch.append(item)
                 if len(batch) >= embedder.batch_size:
                     embed_batch()
+            elif item.kind == "dup" and any(b.row.content_hash == item.row.content_hash for b in batch):  # type: ignore[union-attr]
+                embed_batch()  # its twin is still in the batch: embed it first, then reuse its vector
+                writer.take(item)
+            else:
+                writer.take(item)
             done += 1
             if progress is not None:
-                progress(IndexProgress(done, len(todo), report.embedded + writer.added + writer.changed,
-                                       len(report.errors)))
+                progress(IndexProgress(done, len(todo), writer.embedded, len(report.errors) + len(writer.counts.errors)))
         embed_batch()
         writer.commit()
 
-    return finish_index(catalog, report, timings, started, touches=touches, existing=existing,
+    return finish_index(catalog, report, timings, started, writer=writer, existing=existing,
                         seen=seen if remove_vanished else None)
 
 
@@ -301,14 +209,19 @@ def finish_index(
     timings: dict[str, float],
     started: float,
     *,
-    touches: list[tuple[int, float]],
+    writer: CatalogWriter,
     existing: dict[str, ImageRecord],
     seen: set[str] | None,
 ) -> IndexReport:
-    """The end of an indexing run, shared by the local and the Ray indexer: record new mtimes of
-    unchanged files, drop rows whose file vanished (when ``seen`` is given), flush the index once."""
-    if touches:
-        catalog.meta.touch(touches)
+    """The end of an indexing run, shared by the local and the Ray indexer: the writer's counts into
+    the report, new mtimes of unchanged files recorded, rows whose file vanished dropped (when
+    ``seen`` is given), the index flushed once."""
+    counts = writer.counts
+    report.added, report.changed, report.duplicates = counts.added, counts.changed, counts.duplicates
+    report.unchanged += counts.unchanged
+    report.errors.extend(counts.errors)
+    if writer.touches:
+        catalog.meta.touch(writer.touches)
     if seen is not None:
         start = time.perf_counter()
         gone = [record.id for path, record in existing.items() if path not in seen]
@@ -317,7 +230,7 @@ def finish_index(
         timings["remove"] = time.perf_counter() - start
     start = time.perf_counter()
     catalog.flush()
-    timings["write"] += time.perf_counter() - start
+    timings["write"] += writer.write_s + time.perf_counter() - start
     report.timings = timings
     report.elapsed_s = time.perf_counter() - started
     return report

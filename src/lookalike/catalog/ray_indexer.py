@@ -29,13 +29,15 @@ from typing import TYPE_CHECKING, Any, Iterable, Iterator, Sequence
 import numpy as np
 
 from lookalike.config import Settings
-from lookalike.errors import DependencyMissingError, LookalikeError, NotFoundError, ServiceUnavailableError
+from lookalike.errors import DependencyMissingError, NotFoundError, ServiceUnavailableError
 from lookalike.imaging import IMAGE_EXTENSIONS
+from lookalike.catalog.ingest import CatalogWriter, Item, Recipe, embed_items, read_image
+from lookalike.catalog.metadata import NewImage
 
 if TYPE_CHECKING:
     from lookalike.catalog.catalog import Catalog
     from lookalike.catalog.indexer import IndexReport, ProgressFn
-    from lookalike.catalog.metadata import ImageRecord
+    from lookalike.catalog.metadata import ImageRecord  # noqa: F401 - quoted annotations
 
 LIST_FILE_SUFFIXES = {".txt", ".lst", ".list", ".csv"}
 HASH_DTYPE = "S32"  # content_hash is 32 hex characters (blake2b, 16 bytes)
@@ -84,19 +86,17 @@ def list_sources(source: str | os.PathLike) -> tuple[list[str], Path | None]:
 
 # --- embed (runs inside Ray actors) ----------------------------------------------------------------
 class EmbedWorker:
-    """One Ray actor: loads the model once, then turns batches of paths into rows with vectors.
+    """One Ray actor: builds the catalog's embedder from its ``Recipe`` once, then runs the ingestion
+    pipeline's reader and embed stages (``catalog/ingest.py``) on batches of paths.
 
     ``known_hashes`` is a sorted ``S32`` array of the content hashes the catalog already holds (put
     in Ray's object store once, shared read-only by the actors of a node); a file with such bytes is
-    hashed and measured but not decoded or embedded. Errors stay per image (``status`` "error"), so
+    hashed and measured but not decoded or embedded. Errors stay per image (``kind`` "error"), so
     one bad file never fails a batch.
     """
 
-    def __init__(self, settings: Settings, model: str | None, input_size: int | None,
-                 preprocess: str | None = None, known_hashes: Any = None) -> None:
-        from lookalike.embed import create_embedder
-
-        self.embedder = create_embedder(model, input_size=input_size, preprocess=preprocess, settings=settings)
+    def __init__(self, settings: Settings, recipe: Recipe, known_hashes: Any = None) -> None:
+        self.embedder = recipe.create(settings)
         if known_hashes is not None and not isinstance(known_hashes, np.ndarray):
             import ray
 
@@ -109,43 +109,22 @@ class EmbedWorker:
         return i < len(self.known) and self.known[i] == key
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        from lookalike.catalog.catalog import upright_size
-        from lookalike.imaging import content_hash, open_checked, read_source_bytes
-
-        embedder = self.embedder
-        paths = [str(p) for p in batch["path"]]
-        n = len(paths)
-        hashes, sizes, widths, heights, mtimes = [""] * n, [0] * n, [0] * n, [0] * n, [0.0] * n
-        status, errors = ["embedded"] * n, [""] * n
-        images, image_rows = [], []
-        for i, path in enumerate(paths):
-            try:
-                mtimes[i] = os.stat(path).st_mtime
-                data = read_source_bytes(path, embedder.limits)
-                assert data is not None
-                hashes[i], sizes[i] = content_hash(data), len(data)
-                widths[i], heights[i] = upright_size(open_checked(data, embedder.limits))
-                if self.is_known(hashes[i]):
-                    status[i] = "known"
-                    continue
-                images.append(embedder.load(data))
-                image_rows.append(i)
-            except LookalikeError as exc:
-                status[i], errors[i] = "error", exc.message
-            except OSError as exc:
-                status[i], errors[i] = "error", f"cannot read: {exc.strerror or exc}"
-        vectors = np.zeros((n, embedder.dim), dtype=np.float32)
-        if images:
-            vectors[image_rows] = embedder.encode_decoded(images)
-        return {
-            "path": np.asarray(paths, dtype=object),
-            "content_hash": np.asarray(hashes, dtype=object),
-            "size": np.asarray(sizes, dtype=np.int64),
-            "width": np.asarray(widths, dtype=np.int64),
-            "height": np.asarray(heights, dtype=np.int64),
-            "mtime": np.asarray(mtimes, dtype=np.float64),
-            "status": np.asarray(status, dtype=object),
-            "error": np.asarray(errors, dtype=object),
+        items = [read_image(str(path), self.embedder, path=str(path), is_known=self.is_known)
+                 for path in batch["path"]]
+        vectors = np.zeros((len(items), self.embedder.dim), dtype=np.float32)
+        rows = [i for i, item in enumerate(items) if item.kind == "embed"]
+        if rows:
+            vectors[rows] = embed_items(items, self.embedder)
+        rows_of = [item.row or NewImage(item.path, "", "", 0, 0, 0, None) for item in items]
+        return {  # plain columns: Ray Data moves them as Arrow arrays
+            "path": np.asarray([item.path for item in items], dtype=object),
+            "kind": np.asarray([item.kind for item in items], dtype=object),
+            "error": np.asarray([item.error for item in items], dtype=object),
+            "content_hash": np.asarray([row.content_hash for row in rows_of], dtype=object),
+            "size": np.asarray([row.size for row in rows_of], dtype=np.int64),
+            "width": np.asarray([row.width for row in rows_of], dtype=np.int64),
+            "height": np.asarray([row.height for row in rows_of], dtype=np.int64),
+            "mtime": np.asarray([row.mtime or 0.0 for row in rows_of], dtype=np.float64),
             "vector": vectors,
         }
 
@@ -255,9 +234,7 @@ def embed_with_ray(
     paths: Sequence[str],
     *,
     settings: Settings,
-    model: str | None = None,
-    input_size: int | None = None,
-    preprocess: str | None = None,
+    recipe: Recipe,
     workers: int = 2,
     batch_size: int = 32,
     known_hashes: Iterable[str] = (),
@@ -287,7 +264,7 @@ def embed_with_ray(
     dataset = ray.data.from_arrow(blocks).map_batches(
         EmbedWorker,
         fn_constructor_kwargs={
-            "settings": worker_settings, "model": model, "input_size": input_size, "preprocess": preprocess,
+            "settings": worker_settings, "recipe": recipe,
             "known_hashes": ray.put(known) if len(known) else None,
         },
         batch_size=batch_size,
@@ -299,78 +276,20 @@ def embed_with_ray(
 
 
 # --- writer + runner (driver) --------------------------------------------------------------------
-class _RayWriter:
-    """Turns embedded batches into catalog rows with the indexer's rules; commits in batches."""
-
-    def __init__(self, catalog: "Catalog", report: "IndexReport", existing: dict[str, "ImageRecord"],
-                 commit_every: int) -> None:
-        self.catalog = catalog
-        self.report = report
-        self.existing = existing
-        self.commit_every = commit_every
-        self.rows: list = []
-        self.vectors: list[np.ndarray] = []
-        self.replace: list[int] = []
-        self.pending: dict[str, np.ndarray] = {}  # hash -> vector of rows not committed yet
-        self.touches: list[tuple[int, float]] = []
-        self.added = self.changed = 0
-        self.write_s = 0.0
-
-    def take(self, batch: dict[str, np.ndarray]) -> None:
-        from lookalike.catalog.metadata import NewImage
-
-        for i, path in enumerate(batch["path"]):
-            path = str(path)
-            status = str(batch["status"][i])
-            if status == "error":
-                self.report.errors.append((path, str(batch["error"][i])))
-                continue
-            digest, mtime = str(batch["content_hash"][i]), float(batch["mtime"][i])
-            old = self.existing.get(path)
-            if old is not None and old.content_hash == digest:
-                self.touches.append((old.id, mtime))
-                self.report.unchanged += 1
-                continue
-            row = NewImage(path, Path(path).name, digest, int(batch["size"][i]), int(batch["width"][i]),
-                           int(batch["height"][i]), mtime)
-            vector = self._twin_vector(digest)
-            if vector is not None:  # same bytes as an image already here: reuse its vector
-                self.report.duplicates += 1
-            elif status == "known":
-                self.report.errors.append((path, "duplicate of an image that vanished; re-run to embed"))
-                continue
-            else:
-                vector = batch["vector"][i]
-                if old is not None:
-                    self.changed += 1
-                else:
-                    self.added += 1
-            if old is not None:
-                self.replace.append(old.id)
-            self.rows.append(row)
-            self.vectors.append(vector)
-            self.pending.setdefault(digest, vector)
-            if len(self.rows) >= self.commit_every:
-                self.commit()
-
-    def _twin_vector(self, digest: str) -> np.ndarray | None:
-        if digest in self.pending:
-            return self.pending[digest]
-        twin = self.catalog.meta.by_hash(digest)
-        if twin is None:
-            return None
-        return self.catalog.meta.vectors([twin.id], self.catalog.dim)[0]
-
-    def commit(self) -> None:
-        if not self.rows:
-            return
-        start = time.perf_counter()
-        self.catalog.add_embedded(self.rows, np.stack(self.vectors), replace_ids=self.replace)
-        self.report.added += self.added
-        self.report.changed += self.changed
-        self.rows, self.vectors, self.replace, self.pending = [], [], [], {}
-        self.added = self.changed = 0
-        self.write_s += time.perf_counter() - start
+def items_of(batch: dict[str, np.ndarray], existing: dict[str, "ImageRecord"]) -> Iterator[tuple[Item, np.ndarray]]:
+    """The actors' reader items back on the driver, with the path's previous row: a path whose
+    bytes did not change becomes a ``touch``, as in the local indexer."""
+    for i, path in enumerate(batch["path"]):
+        path, kind = str(path), str(batch["kind"][i])
+        if kind == "error":
+            yield Item("error", path, error=str(batch["error"][i])), batch["vector"][i]
+            continue
+        row = NewImage(path, Path(path).name, str(batch["content_hash"][i]), int(batch["size"][i]),
+                       int(batch["width"][i]), int(batch["height"][i]), float(batch["mtime"][i]))
+        old = existing.get(path)
+        if old is not None and old.content_hash == row.content_hash:
+            kind = "touch"
+        yield Item(kind, path, row=row, old=old), batch["vector"][i]
 
 
 def _catalog_state(catalog: "Catalog", folder: Path | None, paths: Sequence[str]) -> tuple[dict, list[str]]:
@@ -416,8 +335,7 @@ def index_with_ray(
     timings = {"scan": time.perf_counter() - started, "ray_start": 0.0, "embed": 0.0, "write": 0.0, "remove": 0.0}
 
     settings = catalog.settings
-    commit_every = commit_every or settings.catalog_commit_every
-    writer = _RayWriter(catalog, report, existing, commit_every)
+    writer = CatalogWriter(catalog, commit_every)
     owns_ray = False
     if todo:
         start = time.perf_counter()
@@ -432,15 +350,15 @@ def index_with_ray(
         start = time.perf_counter()
         done = 0
         for batch in embed_with_ray(
-            todo, settings=settings, model=catalog.model, input_size=catalog.input_size,
-            preprocess=catalog.preprocess, workers=workers or 1, batch_size=batch_size, known_hashes=hashes,
-            threads_per_worker=threads_per_worker,
+            todo, settings=settings, recipe=catalog.recipe, workers=workers or 1, batch_size=batch_size,
+            known_hashes=hashes, threads_per_worker=threads_per_worker,
         ):
-            writer.take(batch)
+            for item, vector in items_of(batch, existing):
+                writer.take(item, vector if item.kind == "embed" else None)
             done += len(batch["path"])
             if progress is not None:
-                progress(IndexProgress(done, len(todo), report.embedded + writer.added + writer.changed,
-                                       len(report.errors)))
+                progress(IndexProgress(done, len(todo), writer.embedded,
+                                       len(report.errors) + len(writer.counts.errors)))
         writer.commit()
         timings["embed"] = time.perf_counter() - start - writer.write_s
     finally:
@@ -448,6 +366,5 @@ def index_with_ray(
             import ray
 
             ray.shutdown()
-    timings["write"] = writer.write_s
-    return finish_index(catalog, report, timings, started, touches=writer.touches, existing=existing,
+    return finish_index(catalog, report, timings, started, writer=writer, existing=existing,
                         seen=set(paths) if remove_vanished and folder is not None else None)

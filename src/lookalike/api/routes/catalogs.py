@@ -18,6 +18,7 @@ from pydantic import BaseModel
 
 from lookalike.catalog.catalog import Catalog, list_catalogs
 from lookalike.catalog.dedup import find_duplicates
+from lookalike.catalog.ingest import add_uploads
 from lookalike.config import Settings
 from lookalike.errors import LookalikeError
 from lookalike.imaging import content_hash
@@ -172,7 +173,7 @@ async def add_images(
 ) -> dict:
     uploads = [(f.filename or "upload", await read_upload(f, settings, f.filename or "files")) for f in files]
     catalog = await gate.run(lambda: handles.get(name, create=True))
-    added, errors = await gate.run(catalog.add_uploads, uploads, pool)
+    added, errors = await gate.run(add_uploads, catalog, uploads, pool)
     return {"added": added, "errors": errors}
 
 
