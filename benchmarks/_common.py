@@ -23,6 +23,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results"
+RESEARCH_RESULTS = REPO / "benchmarks" / "research" / "results"
 SHARED = Path(os.environ.get("LOOKALIKE_SHARED_DIR", REPO.parent / "shared"))
 DEV_DATA = SHARED / "data"
 # Benchmarks share the test suite's export cache: exporting is slow and not what is measured.
@@ -118,16 +119,22 @@ def markdown_table(headers: Sequence[str], rows: Iterable[Sequence[object]]) -> 
     return "\n".join(lines)
 
 
-def write_result(name: str, title: str, body: str, command: str) -> Path:
+def write_result(name: str, title: str, body: str, command: str, *, folder: Path | None = None) -> Path:
     """Write ``benchmarks/results/<name>.md`` (atomically) and echo it to stdout."""
-    RESULTS.mkdir(parents=True, exist_ok=True)
+    folder = folder or RESULTS
+    folder.mkdir(parents=True, exist_ok=True)
     text = f"# {title}\n\n{environment()}\n\nCommand: `{command}`\n\n{body.strip()}\n"
-    path = RESULTS / f"{name}.md"
+    path = folder / f"{name}.md"
     tmp = path.with_suffix(".md.tmp")
     tmp.write_text(text)
     tmp.replace(path)
     print(text)
     return path
+
+
+def write_research_result(name: str, title: str, body: str, command: str) -> Path:
+    """A research record's result: ``benchmarks/research/results/<name>.md``."""
+    return write_result(name, title, body, command, folder=RESEARCH_RESULTS)
 
 
 def bench_settings(**overrides):

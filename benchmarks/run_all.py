@@ -32,7 +32,6 @@ BENCHMARKS: dict[str, tuple[list[str], list[str]]] = {
     "pair_latency": ([], ["--rounds", "20"]),
     "backends": ([], ["--rounds", "10"]),
     "serving": ([], ["--repeats", "2", "--seconds", "3"]),
-    "profile_pair": ([], ["--seconds", "5"]),
     "catalog": ([], ["--quick"]),
     "load": ([], ["--requests", "60"]),
     "scaling": ([], ["--images", "64", "--large", "16", "--no-ray"]),

@@ -13,11 +13,11 @@ handful of corners) and too strong on overlapping shots of a planar scene (a box
 fitted transform is also checked densely: A warped onto B must line up pixel for pixel (normalised
 cross-correlation of the blurred, CLAHE-normalised grey images over the overlap), which an edited
 copy does and another shot (perspective, lighting, background) does not
-(benchmarks/accuracy_local.py, benchmarks/results/accuracy_local.md).
+(benchmarks/research/accuracy_local.py, benchmarks/research/results/accuracy_local.md).
 
 Blur and heavy JPEG erase the fine corners the first fit needs; a second look on coarse corners
 (both images blurred, low corner threshold) lines such copies up, and counts only when it does
-(benchmarks/second_look.py, benchmarks/results/second_look.md).
+(benchmarks/research/second_look.py, benchmarks/research/results/second_look.md).
 
 ``refine_tier`` is the one place the tier decision uses it.
 """
@@ -257,7 +257,7 @@ def geometric_check(a: Image.Image, b: Image.Image, *, try_flip: bool = True) ->
 # strong geometric evidence; above the match line weaker evidence suffices.
 STRONG = (0.10, 12)  # (min ratio, min inliers)
 WEAK = (0.08, 8)
-# The dense check (benchmarks/accuracy_local.py; chosen on half of the originals/groups, held on the
+# The dense check (benchmarks/research/accuracy_local.py; chosen on half of the originals/groups, held on the
 # other half): keypoint evidence counts only where the pixels line up at least this well (overlapping
 # shots of a planar scene fit a transform but do not correlate) ...
 MIN_NCC = 0.5
@@ -267,7 +267,7 @@ ALIGNED = (6, 0.8)  # (min inliers, min NCC)
 ALIGNED_MANY = (15, 0.6)  # more corners fit: a caption or heavy JPEG may lower the correlation more
 FLOOR = 0.04
 # The second look for degraded copies (``coarse_features``): Gaussian sigma in px at MAX_SIDE and
-# ORB's FAST threshold (benchmarks/second_look.py: chosen on split A, held on split B).
+# ORB's FAST threshold (benchmarks/research/second_look.py: chosen on split A, held on split B).
 SECOND_LOOK = (3.0, 3)
 
 
@@ -309,7 +309,7 @@ def refine_tier(a, b, score: float, thresholds, tier: Tier, limits=None) -> Tier
     return decide_tier(score, thresholds, geometric_check(*images))
 
 
-# Re-ranking search results (benchmarks/results/accuracy_local.md, part A): inliers of the fitted
+# Re-ranking search results (benchmarks/research/results/accuracy_local.md, part A): inliers of the fitted
 # transform are evidence of the same object even between shots (shared texture, print, labels),
 # which the global embedding alone ranks poorly. Capped, so one richly textured look-alike cannot
 # jump far ahead; 0 inliers leaves the cosine as it was. The order uses the unmirrored fit only

@@ -12,6 +12,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
+from lookalike.quality.baselines import lookalike_scorer
 from lookalike.cli.common import ModelOpt, SizeOpt, console, err_console, fail
 from lookalike.errors import LookalikeError
 
@@ -27,17 +28,6 @@ PlotOpt = Annotated[Path | None, typer.Option("--plot", help="write ROC / histog
 
 def _fmt(value: float | None, digits: int = 4) -> str:
     return "-" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.{digits}f}"
-
-
-def _lookalike_scorer(model: str | None, size: int | None, settings):
-    from lookalike.quality.baselines import EmbeddingScorer
-    from lookalike.embed import create_embedder
-    from lookalike.similarity import thresholds_for
-
-    embedder = create_embedder(model, input_size=size, settings=settings)
-    thresholds = thresholds_for(embedder.model_name, embedder.input_size, settings)
-    name = f"lookalike ({embedder.model_name}@{embedder.input_size}, {embedder.preprocessing.mode}, {settings.pooling})"
-    return EmbeddingScorer(name, embedder, thresholds.match), thresholds
 
 
 @eval_app.command("pairs")
@@ -64,7 +54,7 @@ def eval_pairs(
     use_geometry = settings.geometric_check if geometry is None else geometry
     try:
         pairs = load_pairs(pairs_csv)
-        main, thresholds = _lookalike_scorer(model, size, settings)
+        main, thresholds = lookalike_scorer(model, size, settings)
         if threshold is not None:
             main.threshold = threshold
             thresholds = Thresholds(threshold, min(threshold, thresholds.near_duplicate),
@@ -136,7 +126,7 @@ def eval_groups(
         top = 0
     try:
         groups = load_groups(groups_csv)
-        main, _ = _lookalike_scorer(model, size, settings)
+        main, _ = lookalike_scorer(model, size, settings)
         if top:
             main.name += f" + local re-rank of top {top}"
         scorers = [main, *(baseline_scorer(b, settings) for b in (baseline or []))]

@@ -20,7 +20,7 @@ import numpy as np
 from lookalike.config import Settings
 from lookalike.errors import InvalidValueError, LookalikeError, WeightsUnavailableError
 from lookalike.quality.evaluation import cosine_pair_scores, embed_paths
-from lookalike.similarity import normalized_score
+from lookalike.similarity import Thresholds, normalized_score
 
 SEED_THRESHOLD = 0.80
 
@@ -50,6 +50,17 @@ class EmbeddingScorer:
         vectors = embed_paths(self.embedder, paths)
         emb = np.stack([vectors[str(p)] for p in paths]).astype(np.float64)
         return normalized_score(emb @ emb.T)
+
+
+def lookalike_scorer(model: str | None, size: int | None, settings: Settings) -> tuple[EmbeddingScorer, Thresholds]:
+    """The service's own embedder as a scorer, with the thresholds the service answers at."""
+    from lookalike.embed import create_embedder
+    from lookalike.similarity import thresholds_for
+
+    embedder = create_embedder(model, input_size=size, settings=settings)
+    thresholds = thresholds_for(embedder.model_name, embedder.input_size, settings)
+    name = f"lookalike ({embedder.model_name}@{embedder.input_size}, {embedder.preprocessing.mode}, {settings.pooling})"
+    return EmbeddingScorer(name, embedder, thresholds.match), thresholds
 
 
 @dataclass

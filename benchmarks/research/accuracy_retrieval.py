@@ -14,10 +14,10 @@ advance (nothing is chosen on these numbers, so no split is needed):
 
 Metrics: ``lookalike.quality.evaluation.group_metrics_from_similarity`` (R@1, R@4, mAP, N-S).
 
-Run: ``nice -n 15 python benchmarks/accuracy_retrieval.py`` (reads the embedding cache that
+Run: ``nice -n 15 python benchmarks/research/accuracy_retrieval.py`` (reads the embedding cache that
 ``benchmarks/accuracy.py`` fills under ``.lookalike/bench-cache/emb``; the R-MAC part runs torch
 on the feature maps, ~2 min on 2 cores; ``--skip-rmac`` leaves it out and then only prints).
-Writes ``benchmarks/results/accuracy_retrieval.md``.
+Writes ``benchmarks/research/results/accuracy_retrieval.md``.
 """
 
 from __future__ import annotations
@@ -30,8 +30,9 @@ from pathlib import Path
 
 import numpy as np
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/: _common, accuracy, datasets
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import markdown_table, write_result
+from _common import write_research_result, markdown_table
 from accuracy import DEV, Trial, bench_settings, embed_all, fit_whitening
 
 from lookalike.config import Settings
@@ -275,8 +276,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.skip_rmac:
         print(body)
         return 0
-    write_result("accuracy_retrieval", "Accuracy: retrieval tricks on the DEV view groups (none kept)", body,
-                 "nice -n 15 python benchmarks/accuracy_retrieval.py")
+    write_research_result("accuracy_retrieval", "Accuracy: retrieval tricks on the DEV view groups (none kept)", body,
+                 "nice -n 15 python benchmarks/research/accuracy_retrieval.py")
     return 0
 
 

@@ -11,8 +11,8 @@ B. Near-duplicate misses of the generated harder set (``accuracy.make_hard_pairs
    them without calling other shots (``accuracy.other_shot_pairs``) or negatives near_duplicate.
    Rules are chosen on the originals of split A and reported on split B.
 
-Run: ``nice -n 15 python benchmarks/accuracy_local.py`` (features and pair results are cached under
-``.lookalike/bench-cache/local``; writes ``benchmarks/results/accuracy_local.md``).
+Run: ``nice -n 15 python benchmarks/research/accuracy_local.py`` (features and pair results are cached under
+``.lookalike/bench-cache/local``; writes ``benchmarks/research/results/accuracy_local.md``).
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/: _common, accuracy, datasets
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from accuracy import (
     CACHE,
@@ -43,7 +44,7 @@ from accuracy import (
 from lookalike.quality.evaluation import group_metrics_from_similarity, load_groups
 
 LOCAL = CACHE / "local"
-OUT = REPO / "benchmarks" / "results" / "accuracy_local.md"
+OUT = REPO / "benchmarks" / "research" / "results" / "accuracy_local.md"
 DEFAULT = Trial("tf_efficientnet_lite0", 224, "resize", "gem")
 LITE1 = Trial("tf_efficientnet_lite1", 240, "resize", "gem")
 
@@ -767,7 +768,7 @@ def main() -> int:
                      f"{s['hard_copies_nd']:.3f} | {s['hard_f1']:.3f} | {s['hard_fp']} | "
                      + " | ".join(f"{s['hard_kinds'].get(k, float('nan')):.2f}" for k in kinds) + " |")
     lines += ["", "## Notes", ""] + [f"- {x}" for x in log]
-    body = ("# Local features on top of the global embedding (issue 4)\n\nReproduce: `nice -n 15 python benchmarks/accuracy_local.py` "
+    body = ("# Local features on top of the global embedding (issue 4)\n\nReproduce: `nice -n 15 python benchmarks/research/accuracy_local.py` "
             "(`--shipped`: only the geometry.py before/now tier table). Timings are from one shared, loaded 2-core machine: "
             "compare rows of one run only.\n\n" + FINDINGS + "\n" + "\n".join(lines) + "\n")
     OUT.write_text(body)

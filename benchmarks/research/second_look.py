@@ -12,8 +12,8 @@ the pixels up as a copy. This script compares it off and on, for several (sigma,
   groups' other shots (``accuracy.other_shot_pairs``, which must stay not-near-duplicate);
 - split A (half the originals/groups, by a hash of the name) chooses; split B is held out.
 
-Run: ``nice -n 15 python benchmarks/second_look.py`` (about 5 minutes; writes
-``benchmarks/results/second_look.md``).
+Run: ``nice -n 15 python benchmarks/research/second_look.py`` (about 5 minutes; writes
+``benchmarks/research/results/second_look.md``).
 """
 
 from __future__ import annotations
@@ -25,13 +25,14 @@ from pathlib import Path
 
 import numpy as np
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/: _common, accuracy, datasets
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import markdown_table, write_result
+from _common import write_research_result, markdown_table
 from accuracy import DEV, make_hard_pairs, other_shot_pairs
 from accuracy_local import half, stem, tier_figures
 
 import lookalike.geometry as geometry
-from lookalike.cli.quality import _lookalike_scorer
+from lookalike.quality.baselines import lookalike_scorer
 from lookalike.config import get_settings
 from lookalike.quality.evaluation import load_pairs
 from lookalike.similarity import Thresholds, Tier
@@ -130,7 +131,7 @@ def figures(sets: dict[str, PairSet], decided: dict[str, tuple[np.ndarray, np.nd
 
 def main() -> int:
     settings = get_settings()
-    scorer, thresholds = _lookalike_scorer(None, None, settings)
+    scorer, thresholds = lookalike_scorer(None, None, settings)
     sets = load_sets(scorer)
     features = Features()
     shipped = geometry.SECOND_LOOK
@@ -159,8 +160,8 @@ def main() -> int:
         "",
         markdown_table(headers, rows),
     ])
-    write_result("second_look", "Second look for degraded copies (geometric check)", body,
-                 "nice -n 15 python benchmarks/second_look.py")
+    write_research_result("second_look", "Second look for degraded copies (geometric check)", body,
+                 "nice -n 15 python benchmarks/research/second_look.py")
     return 0
 
 

@@ -5,7 +5,7 @@ A single client sends ``POST /v1/compare`` pairs of distinct real DEV photos bac
 threads excluded, so the samples are CPU time). The result groups the samples by pipeline stage
 and lists the functions with the most own time.
 
-    python benchmarks/profile_pair.py [--seconds 10]
+    python benchmarks/research/profile_pair.py [--seconds 10]
 """
 
 from __future__ import annotations
@@ -19,8 +19,9 @@ import time
 from collections import Counter
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/: _common, accuracy, datasets
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import Server, dev_images, markdown_table, write_result
+from _common import write_research_result, Server, dev_images, markdown_table
 
 # stage -> substrings of a py-spy frame ("function (file:line)"); the innermost matching stage wins
 STAGES = [
@@ -110,8 +111,8 @@ def main(argv: list[str] | None = None) -> int:
                          [(f"`{f}`", n, f"{100.0 * n / total:.1f}%") for f, n in own.most_common(15)])
         + "\n"
     )
-    write_result("profile_pair", "Profile of pair requests (py-spy on the live server)", body,
-                 "python benchmarks/profile_pair.py " + " ".join(argv or sys.argv[1:]))
+    write_research_result("profile_pair", "Profile of pair requests (py-spy on the live server)", body,
+                 "python benchmarks/research/profile_pair.py " + " ".join(argv or sys.argv[1:]))
     return 0
 
 
