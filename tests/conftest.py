@@ -118,3 +118,9 @@ def sample_photos(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         path.write_bytes(jpeg_bytes(array))
         paths[name] = path
     return paths
+
+
+@pytest.fixture
+def cat_settings(settings, tmp_path):
+    """The session settings with a fresh data_dir: each test gets its own catalogs."""
+    return settings.model_copy(update={"data_dir": tmp_path / "data"})

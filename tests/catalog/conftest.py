@@ -36,9 +36,3 @@ STORE_FACTORIES: list = [
 @pytest.fixture(params=STORE_FACTORIES)
 def store_factory(request) -> StoreFactory:
     return request.param
-
-
-@pytest.fixture
-def cat_settings(settings, tmp_path):
-    """The session settings with a fresh data_dir: each test gets its own catalogs."""
-    return settings.model_copy(update={"data_dir": tmp_path / "data"})

@@ -8,8 +8,8 @@ import sys
 
 from PIL import Image
 
-from .conftest import jpeg_bytes
-from .server import server_env
+from ..conftest import jpeg_bytes
+from ..server import server_env
 
 
 def _run(settings, *args: str) -> subprocess.CompletedProcess:
