@@ -158,7 +158,7 @@ class Catalog:
             raise ConflictError(f"catalog {self.name!r} uses input size {info['input_size']}, not {input_size}")
 
     def _open_store(self) -> VectorStore:
-        if self.settings.store != "faiss":  # a server-grade store (the [scale] extra): see catalog/stores.py
+        if self.settings.store != "faiss":  # a server-grade store (the [scale] extra): see catalog/stores/__init__.py
             from lookalike.catalog.stores import open_store
 
             return open_store(self.settings, self.root, self.dim, factory=self.factory)

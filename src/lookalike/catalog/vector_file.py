@@ -1,7 +1,7 @@
 """Full vectors by id in a flat float32 file, read through a memory map: the exact re-rank's source.
 
 A large catalog keeps a compressed index in RAM ("PCA96,HNSW32": ~0.7 KB per vector instead of
-5 KB) and re-scores its top candidates with the full vectors (``faiss_store.rerank_ids``). SQLite
+5 KB) and re-scores its top candidates with the full vectors (``stores/faiss.rerank_ids``). SQLite
 already holds those vectors, but fetching 64 rows from it costs ~0.7 ms against ~0.3 ms from a
 memory map (benchmarks/results/catalog_1m_refine.md), so the catalog keeps this derived copy:
 row ``id`` at offset ``id * dim * 4``. Like the FAISS index it is only a cache of SQLite: rows are
