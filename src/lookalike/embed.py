@@ -288,8 +288,10 @@ def create_embedder(
     """The only constructor: a model name (or alias) resolves weights, preprocessing and backend."""
     settings = settings or get_settings()
     pooling = pooling or settings.pooling
-    spec: ModelSpec = resolve_model(model_name or settings.default_model)
-    if settings.enabled_models is not None and spec.name not in {resolve_model(m).name for m in settings.enabled_models}:
+    spec: ModelSpec = resolve_model(model_name or settings.default_model, settings)
+    if settings.enabled_models is not None and spec.name not in {
+        resolve_model(m, settings).name for m in settings.enabled_models
+    }:
         from lookalike.errors import ModelDisabledError
 
         raise ModelDisabledError(f"model {spec.name} is not enabled on this server")
@@ -346,7 +348,11 @@ def _engine_forward(backend: str, onnx_path: str, threads: int, settings: Settin
 
 def _model_error(spec: ModelSpec, field: str, problem: str) -> LookalikeError:
     """An ONNX-file model that does not work as declared: name the setting to fix (503: config, not input)."""
-    setting = f"{spec.setting}.{field}" if spec.setting else f"weights_files.{spec.name}"
+    if spec.setting:
+        fields = ("layout", "dtype", "input_size") if field == "layout" else (field,)
+        setting = " / ".join(f"{spec.setting}.{f}" for f in fields)
+    else:
+        setting = f"weights_files.{spec.name}"
     return LookalikeError(f"model {spec.name}: {problem} (check {setting})", status=503, code="model_misconfigured")
 
 
@@ -381,7 +387,7 @@ class EmbedderPool:
         self._key_locks: dict[tuple, threading.Lock] = {}
 
     def key(self, model_name: str | None, input_size: int | None) -> tuple:
-        spec = resolve_model(model_name or self.settings.default_model)
+        spec = resolve_model(model_name or self.settings.default_model, self.settings)
         size = check_input_size(
             input_size or self.settings.input_size or spec.default_size, self.settings.allowed_input_sizes, spec
         )

@@ -80,7 +80,7 @@ def models() -> None:
         table.add_row(
             spec.name + default,
             ", ".join(spec.aliases),
-            str(spec.dim),
+            str(status.dim or "?"),
             str(spec.default_size),
             "[green]yes[/green]" if status.available else "[red]no[/red]",
             status.source,
@@ -96,7 +96,7 @@ def export(model: Annotated[str, typer.Argument(help="model name or alias")], si
 
     settings = get_settings()
     try:
-        spec = resolve_model(model)
+        spec = resolve_model(model, settings)
         exported = ensure_onnx(spec, size or settings.input_size or spec.default_size, settings, in_process=True)
     except LookalikeError as exc:
         fail(exc)

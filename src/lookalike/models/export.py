@@ -48,9 +48,11 @@ def onnx_cache_dir(settings: Settings) -> Path:
 
 def onnx_file_model(spec: ModelSpec, size: int, settings: Settings) -> ExportedModel:
     """A ready-made ONNX model (``format="onnx"``) is its own export: the file is loaded as it is."""
+    from lookalike.models.registry import onnx_output_dim
+
     source = require_weights(spec, settings)
     meta = {
-        "model": spec.name, "input_size": size, "pooling": "in the graph", "dim": spec.dim,
+        "model": spec.name, "input_size": size, "pooling": "in the graph", "dim": spec.dim or onnx_output_dim(source.location),
         "weights": {"kind": source.kind, "location": source.location},
     }
     return ExportedModel(Path(source.location), meta)

@@ -10,13 +10,17 @@ preprocessing values against timm's own pretrained configs.
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
-from typing import Literal, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Literal, Mapping, Sequence
 
 import numpy as np
 from PIL import Image
 
 from lookalike.errors import BadInputSizeError, UnknownModelError
 from lookalike.imaging import Preprocessing
+
+if TYPE_CHECKING:
+    from lookalike.config import DeclaredModel, Settings
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -85,6 +89,7 @@ class ModelSpec:
     # loaded as it is (no torch, no export), its input described by a ``ModelInput``.
     format: ModelFormat = "timm"
     setting: str = ""  # where a declared model comes from (``models.NAME``), named in its errors
+    onnx_path: str | None = None  # a declared model's file (built-ins find theirs like any weights)
 
     @property
     def default_size(self) -> int:
@@ -181,26 +186,91 @@ _SPECS: tuple[ModelSpec, ...] = (
 
 MODELS: dict[str, ModelSpec] = {spec.name: spec for spec in _SPECS}
 ALIASES: dict[str, str] = {alias: spec.name for spec in _SPECS for alias in spec.aliases}
+# Models declared in config files ([models.NAME]), registered when a Settings holding them is built,
+# so a name resolves the same way in the API, the CLI and the catalogs.
+_DECLARED: dict[str, ModelSpec] = {}
 
 
-def list_models(pattern: str | None = None) -> list[ModelSpec]:
-    """All specs, optionally filtered by a shell-style pattern (like ``timm.list_models``)."""
+_ONNX_DIMS: dict[tuple[str, int, int], int] = {}
+
+
+def onnx_output_dim(path: str) -> int:
+    """The second axis of an ONNX file's first output, from the graph (no session); 0 when not static."""
+    import onnx
+
+    try:
+        stat = Path(path).stat()
+    except OSError:
+        return 0
+    key = (path, stat.st_size, stat.st_mtime_ns)
+    if key not in _ONNX_DIMS:
+        try:
+            graph = onnx.load(path, load_external_data=False).graph
+            dims = graph.output[0].type.tensor_type.shape.dim
+            _ONNX_DIMS[key] = int(dims[1].dim_value) if len(dims) == 2 else 0
+        except Exception:  # noqa: BLE001 - an unreadable file is reported when it is loaded
+            _ONNX_DIMS[key] = 0
+    return _ONNX_DIMS[key]
+
+
+def declared_spec(name: str, declared: "DeclaredModel") -> ModelSpec:
+    """A ``[models.NAME]`` entry as a model-table row; its dim is read from the file's graph (0: unreadable)."""
+    preprocessing = ModelInput(
+        declared.input_size, tuple(declared.mean), tuple(declared.std), declared.interpolation, 1.0,
+        declared.resize, layout=declared.layout, dtype=declared.dtype,
+    )
+    return ModelSpec(
+        name=name, dim=onnx_output_dim(str(Path(declared.onnx).expanduser())), preprocessing=preprocessing,
+        format="onnx", setting=f"models.{name}", onnx_path=str(Path(declared.onnx).expanduser()),
+        description=declared.description or f"declared in the config: {declared.onnx}",
+    )
+
+
+def register_declared_models(models: Mapping[str, "DeclaredModel"]) -> list[ModelSpec]:
+    """Add declared models to the table; a name that is a built-in model or alias is refused."""
+    specs = []
+    for name, declared in models.items():
+        if name in MODELS or name in ALIASES:
+            raise ValueError(f"models.{name}: {name!r} is a built-in model name; pick another name")
+        if not name or not all(c.isalnum() or c in "-_." for c in name):
+            raise ValueError(f"models.{name}: a model name may hold letters, digits, '-', '_' and '.' only")
+        specs.append(declared_spec(name, declared))
+    _DECLARED.update({spec.name: spec for spec in specs})
+    return specs
+
+
+def _declared_for(settings: "Settings | None") -> dict[str, ModelSpec]:
+    if settings is None:
+        return _DECLARED
+    return {name: declared_spec(name, declared) for name, declared in settings.models.items()}
+
+
+def list_models(pattern: str | None = None, settings: "Settings | None" = None) -> list[ModelSpec]:
+    """All specs (built-ins, then declared ones), optionally filtered by a shell-style pattern.
+
+    ``settings``: the declared models of those settings; None = built-ins only (the code's own table).
+    """
     import fnmatch
 
-    specs = list(_SPECS)
+    specs = list(_SPECS) + (list(_declared_for(settings).values()) if settings is not None else [])
     if pattern:
         specs = [s for s in specs if fnmatch.fnmatch(s.name, pattern) or any(fnmatch.fnmatch(a, pattern) for a in s.aliases)]
     return specs
 
 
-def resolve_model(name: str) -> ModelSpec:
-    """A model name or alias (the seed's names included) -> its spec."""
+def resolve_model(name: str, settings: "Settings | None" = None) -> ModelSpec:
+    """A model name or alias (the seed's names included, and declared models) -> its spec."""
     canonical = ALIASES.get(name, name)
-    try:
+    if canonical in MODELS:
         return MODELS[canonical]
-    except KeyError:
-        known = ", ".join(sorted([*MODELS, *ALIASES]))
-        raise UnknownModelError(f"unknown model {name!r}; known models: {known}") from None
+    declared = _declared_for(settings)
+    if name in declared:
+        return declared[name]
+    if settings is not None and name in _DECLARED:
+        return _DECLARED[name]
+    known = ", ".join(sorted([*MODELS, *ALIASES, *declared]))
+    raise UnknownModelError(f"unknown model {name!r}; known models: {known} (declare your own ONNX file "
+                            "in the config: [models.NAME], docs/models.md)")
 
 
 def check_input_size(size: int, allowed: list[int] | tuple[int, ...], spec: ModelSpec) -> int:

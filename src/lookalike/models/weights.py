@@ -23,7 +23,7 @@ from lookalike.config import Settings
 from lookalike.errors import WeightsUnavailableError
 from lookalike.models.registry import ModelSpec
 
-SourceKind = Literal["config", "weights_dir", "package", "hub"]
+SourceKind = Literal["config", "weights_dir", "package", "hub", "file"]  # file: a declared [models.NAME] onnx
 
 
 @dataclass(frozen=True)
@@ -79,6 +79,14 @@ def package_weights_path(spec: ModelSpec) -> Path | None:
 
 def find_weights(spec: ModelSpec, settings: Settings) -> WeightsSource | None:
     """The first available source in the documented order, or None."""
+    if spec.onnx_path is not None:  # a declared model names its one file
+        path = Path(spec.onnx_path)
+        if not path.is_file():
+            raise WeightsUnavailableError(
+                f"model {spec.name}: the ONNX file {path} does not exist (set {spec.setting}.onnx in the config "
+                "to the path of an existing .onnx file)"
+            )
+        return WeightsSource("file", str(path))
     explicit = settings.weights_files.get(spec.name) or next(
         (settings.weights_files[a] for a in spec.aliases if a in settings.weights_files), None
     )
