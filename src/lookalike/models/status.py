@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from lookalike.config import Settings
 from lookalike.errors import WeightsUnavailableError
 from lookalike.models.registry import ModelSpec, list_models, onnx_output_dim
-from lookalike.models.weights import find_weights
+from lookalike.models.weights import find_weights, hub_cached
 
 
 @dataclass(frozen=True)
@@ -20,16 +20,6 @@ class ModelStatus:
 
 
 
-def hub_cached(spec: ModelSpec) -> bool:
-    """True when timm's hub weights were downloaded before (usable offline)."""
-    try:
-        from huggingface_hub import try_to_load_from_cache
-    except ImportError:
-        return False
-    repo = f"timm/{spec.name}.{spec.hub_tag}"
-    return any(isinstance(try_to_load_from_cache(repo, f), str) for f in ("model.safetensors", "pytorch_model.bin"))
-
-
 def model_status(spec: ModelSpec, settings: Settings) -> ModelStatus:
     try:
         source = find_weights(spec, settings)
@@ -38,8 +28,8 @@ def model_status(spec: ModelSpec, settings: Settings) -> ModelStatus:
     if source is None:
         folder = settings.weights_dirs[0] if settings.weights_dirs else "a weights folder"
         wanted = spec.weight_files[0] if spec.weight_files else f"{spec.name}.pth"
-        hub = "" if settings.allow_hub_download else " (hub downloads are off)"
-        return ModelStatus(spec, False, f"missing: put {wanted} in {folder}{hub}", spec.dim)
+        hub = "" if settings.allow_hub_download or not spec.hub_tag else " (or allow_hub_download = true, online)"
+        return ModelStatus(spec, False, f"missing: put {wanted} in {folder} (weights_dirs){hub}", spec.dim)
     if source.kind == "hub":
         if hub_cached(spec):
             return ModelStatus(spec, True, f"hub {source.location} (cached)", spec.dim)
