@@ -70,12 +70,16 @@ def cached_export(spec: ModelSpec, size: int, pooling: Pooling, settings: Settin
 
 
 def ensure_onnx(
-    spec: ModelSpec, size: int, settings: Settings, *, pooling: Pooling = "avg", in_process: bool = False
+    spec: ModelSpec, size: int, settings: Settings, *, pooling: Pooling | None = None, in_process: bool = False
 ) -> ExportedModel:
     """The cached ONNX export of (model, size, pooling, weights); export it first if missing.
 
+    ``pooling=None`` = ``settings.pooling``, what the service loads: ``lookalike export`` once built
+    average pooling while the service asked for GeM, so the first compare exported again.
     ``in_process=False`` runs the export in a child process so the caller never imports torch.
     """
+    pooling = pooling or settings.pooling  # type: ignore[assignment]
+    assert pooling is not None
     found = cached_export(spec, size, pooling, settings)
     if found is not None:
         return found
