@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import platformdirs
-from pydantic import Field, SecretStr, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     NoDecode,
@@ -44,6 +44,34 @@ Preprocess = Literal["resize", "crop"]
 Pooling = Literal["avg", "gem", "max"]
 
 
+class DeclaredModel(BaseModel):
+    """An ONNX embedding model declared in the config file (``[models.NAME]``): no code change.
+
+    The file's first input takes a batch of square images, its first output is the ``(batch, dim)``
+    embedding (L2-normalized by lookalike). ``dtype = "uint8"`` feeds raw RGB pixels (the graph
+    normalizes; mean/std unused), ``"float32"`` feeds ``(pixel/255 - mean) / std``.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    onnx: Path = Field(description="the .onnx file")
+    input_size: int = Field(224, ge=16, le=4096, description="square input side in pixels")
+    layout: Literal["NCHW", "NHWC"] = Field("NCHW", description="channel order of the input tensor")
+    dtype: Literal["float32", "uint8"] = Field("float32", description="input element type")
+    mean: tuple[float, float, float] = Field((0.485, 0.456, 0.406), description="per-channel mean (float32 only)")
+    std: tuple[float, float, float] = Field((0.229, 0.224, 0.225), description="per-channel std (float32 only)")
+    resize: Preprocess = Field("resize", description="'resize' the whole image or scale + centre 'crop'")
+    interpolation: Literal["bilinear", "bicubic"] = "bicubic"
+    description: str = ""
+
+    @field_validator("std")
+    @classmethod
+    def _positive_std(cls, value: tuple[float, float, float]) -> tuple[float, float, float]:
+        if min(value) <= 0:
+            raise ValueError("every std must be > 0")
+        return value
+
+
 class Settings(BaseSettings):
     """Every knob of lookalike, with the seed's defaults where the seed had one."""
 
@@ -69,6 +97,9 @@ class Settings(BaseSettings):
         "single-thread stream per core with a batch split across them (throughput); benchmarks/results/serving.md"
     )
     model_cache_size: int = Field(3, ge=1, description="loaded (model, size) pairs kept in memory (LRU)")
+    models: dict[str, DeclaredModel] = Field(
+        {}, description="ONNX embedding models declared by file ([models.NAME] in the config; docs/models.md)"
+    )
 
     # --- weights ------------------------------------------------------------------------------
     weights_files: dict[str, Path] = Field({}, description="explicit weights file per model name")
@@ -152,6 +183,15 @@ class Settings(BaseSettings):
         if isinstance(value, str):
             return [p for p in value.split(os.pathsep) if p]
         return value
+
+    @model_validator(mode="after")
+    def _register_declared_models(self) -> "Settings":
+        """Declared models join the model table, so every name lookup (catalogs, API, CLI) finds them."""
+        if self.models:
+            from lookalike.models.registry import register_declared_models
+
+            register_declared_models(self.models)  # raises ValueError on a clash with a built-in name
+        return self
 
     def threshold_for(self, model_name: str) -> float:
         return self.model_thresholds.get(model_name, self.threshold)

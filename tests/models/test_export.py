@@ -33,3 +33,27 @@ def test_export_is_cached_and_reused(settings):
 def test_other_input_size_is_a_separate_export(settings, sample_china):
     embedder = create_embedder("tf_efficientnet_lite0", input_size=416, settings=settings)
     assert embedder.input_size == 416 and embedder.encode([sample_china]).shape == (1, 1280)
+
+
+def test_cli_export_builds_the_file_compare_then_loads(settings, sample_photos, tmp_path):
+    """`lookalike export` then `lookalike compare`: one ONNX file for the model and size, no second export."""
+    import subprocess
+    import sys
+
+    from ..server import server_env
+
+    cache = tmp_path / "cache"
+    env = server_env(settings.model_copy(update={"cache_dir": cache}), COLUMNS="300")
+    exported = subprocess.run([sys.executable, "-m", "lookalike", "export", "tf_efficientnet_lite0"], env=env,
+                              capture_output=True, text=True, timeout=600)
+    assert exported.returncode == 0, exported.stderr
+    assert "gem pooling" in exported.stdout  # the service's pooling, not timm's average head
+    files = sorted((cache / "onnx").glob("tf_efficientnet_lite0-224-*.onnx"))
+    assert len(files) == 1 and files[0].name in exported.stdout
+    built = files[0].stat().st_mtime_ns
+    compared = subprocess.run([sys.executable, "-m", "lookalike", "compare", str(sample_photos["china"]),
+                               str(sample_photos["flower"]), "--json"], env=env, capture_output=True, text=True,
+                              timeout=600)
+    assert compared.returncode == 0, compared.stderr
+    assert sorted((cache / "onnx").glob("tf_efficientnet_lite0-224-*.onnx")) == files
+    assert files[0].stat().st_mtime_ns == built

@@ -80,7 +80,7 @@ def models() -> None:
         table.add_row(
             spec.name + default,
             ", ".join(spec.aliases),
-            str(spec.dim),
+            str(status.dim or "?"),
             str(spec.default_size),
             "[green]yes[/green]" if status.available else "[red]no[/red]",
             status.source,
@@ -92,15 +92,17 @@ def models() -> None:
 def export(model: Annotated[str, typer.Argument(help="model name or alias")], size: SizeOpt = None) -> None:
     """Export a model to ONNX now (otherwise it happens on first use) and print the cached path."""
     from lookalike.models.export import ensure_onnx
-    from lookalike.models.registry import resolve_model
+    from lookalike.models.registry import check_input_size, resolve_model
 
     settings = get_settings()
     try:
-        spec = resolve_model(model)
-        exported = ensure_onnx(spec, size or settings.input_size or spec.default_size, settings, in_process=True)
+        spec = resolve_model(model, settings)
+        chosen = check_input_size(size or settings.input_size or spec.default_size, settings.allowed_input_sizes, spec)
+        # exactly the file the service loads: same size rule, same pooling (settings.pooling), same cache key
+        exported = ensure_onnx(spec, chosen, settings, pooling=settings.pooling, in_process=True)
     except LookalikeError as exc:
         fail(exc)
-    console.print(f"{exported.onnx_path}  (dim {exported.dim})")
+    console.print(f"{exported.onnx_path}  (dim {exported.dim}, {exported.meta.get('pooling', settings.pooling)} pooling)")
 
 
 @app.command()

@@ -46,7 +46,21 @@ def onnx_cache_dir(settings: Settings) -> Path:
     return Path(settings.cache_dir).expanduser() / "onnx"
 
 
+def onnx_file_model(spec: ModelSpec, size: int, settings: Settings) -> ExportedModel:
+    """A ready-made ONNX model (``format="onnx"``) is its own export: the file is loaded as it is."""
+    from lookalike.models.registry import onnx_output_dim
+
+    source = require_weights(spec, settings)
+    meta = {
+        "model": spec.name, "input_size": size, "pooling": "in the graph", "dim": spec.dim or onnx_output_dim(source.location),
+        "weights": {"kind": source.kind, "location": source.location},
+    }
+    return ExportedModel(Path(source.location), meta)
+
+
 def cached_export(spec: ModelSpec, size: int, pooling: Pooling, settings: Settings) -> ExportedModel | None:
+    if spec.is_onnx_file:
+        return onnx_file_model(spec, size, settings)
     source = require_weights(spec, settings)
     path = onnx_cache_dir(settings) / f"{export_key(spec, size, pooling, source)}.onnx"
     meta_path = path.with_suffix(".json")
@@ -56,12 +70,16 @@ def cached_export(spec: ModelSpec, size: int, pooling: Pooling, settings: Settin
 
 
 def ensure_onnx(
-    spec: ModelSpec, size: int, settings: Settings, *, pooling: Pooling = "avg", in_process: bool = False
+    spec: ModelSpec, size: int, settings: Settings, *, pooling: Pooling | None = None, in_process: bool = False
 ) -> ExportedModel:
     """The cached ONNX export of (model, size, pooling, weights); export it first if missing.
 
+    ``pooling=None`` = ``settings.pooling``, what the service loads: ``lookalike export`` once built
+    average pooling while the service asked for GeM, so the first compare exported again.
     ``in_process=False`` runs the export in a child process so the caller never imports torch.
     """
+    pooling = pooling or settings.pooling  # type: ignore[assignment]
+    assert pooling is not None
     found = cached_export(spec, size, pooling, settings)
     if found is not None:
         return found

