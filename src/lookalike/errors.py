@@ -73,3 +73,10 @@ class NotFoundError(LookalikeError):
 class ConflictError(LookalikeError):
     status = 409
     code = "conflict"
+
+
+class ConfigError(LookalikeError):
+    """A setting, environment variable or config file is wrong; the message names it and the fix."""
+
+    status = 500
+    code = "bad_config"

@@ -25,6 +25,7 @@ from lookalike.embed import EmbedderPool
 from lookalike.errors import BusyError, LookalikeError
 from lookalike.api.deps import AppState
 from lookalike.api.inference import InferenceGate
+from lookalike.api.guards import describe_validation_errors
 from lookalike.api.guards import install as install_guards
 
 log = logging.getLogger("lookalike.api")
@@ -53,11 +54,7 @@ def _install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
-        problems = []
-        for err in exc.errors():
-            where = ".".join(str(p) for p in err.get("loc", ()) if p not in ("body",))
-            problems.append(f"{where}: {err.get('msg')}" if where else str(err.get("msg")))
-        return _error_response(422, "; ".join(problems) or "invalid request", "invalid_request")
+        return _error_response(422, describe_validation_errors(exc.errors()), "invalid_request")
 
     @app.exception_handler(Exception)
     async def _unexpected(_: Request, exc: Exception) -> JSONResponse:  # pragma: no cover - last resort

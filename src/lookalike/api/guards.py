@@ -17,6 +17,7 @@ import math
 import threading
 import time
 from collections import OrderedDict
+from collections.abc import Mapping, Sequence
 from typing import Any, Awaitable, Callable
 
 from lookalike.config import Settings
@@ -344,3 +345,30 @@ def install(app, settings: Settings) -> None:  # noqa: ANN001 - a FastAPI app
     if settings.rate_limit_per_minute:
         app.add_middleware(RateLimitMiddleware, per_minute=settings.rate_limit_per_minute)
     app.add_middleware(SecurityHeadersMiddleware)  # outermost: the guards' own refusals carry it too
+
+
+# the multipart file fields of the API (compare: image_1/image_2, search: image, catalog uploads: files)
+UPLOAD_FIELDS = frozenset({"image", "image_1", "image_2", "files", "file"})
+
+
+def describe_validation_errors(errors: Sequence[Mapping[str, Any]]) -> str:
+    """FastAPI's request-validation errors as one sentence per problem that names the field and the fix.
+
+    ``-F image_1=hello`` (text where a file belongs) reads "image_1 must be a file upload (multipart,
+    e.g. curl -F image_1=@a.jpg)", not pydantic's "Expected UploadFile, received: <class 'str'>"."""
+    problems = []
+    for err in errors:
+        loc = [str(p) for p in err.get("loc", ())]
+        where, names = (loc[0], loc[1:]) if loc and loc[0] in ("body", "query", "path", "header") else ("", loc)
+        field = ".".join(names)
+        name = names[0] if names else ""
+        message = str(err.get("msg", "invalid")).removeprefix("Value error, ")
+        if name in UPLOAD_FIELDS and where == "body" and (
+                "UploadFile" in message or err.get("type") == "missing"):
+            what = "is required" if err.get("type") == "missing" else "must be a file upload"
+            problems.append(f"{field} {what} (multipart, e.g. curl -F {name}=@a.jpg)")
+        elif where == "query":
+            problems.append(f"query parameter {field}: {message}")
+        else:
+            problems.append(f"{field}: {message}" if field else message)
+    return "; ".join(problems) or "invalid request"
