@@ -191,9 +191,8 @@ def dedup(
 
 
 def _member_name(member) -> str:  # noqa: ANN001
-    """The file name with its parent folder (an edit kind such as ``crop/`` often lives there)."""
-    path = Path(member.path or member.filename)
-    return f"{path.parent.name}/{path.name}" if path.parent.name else path.name
+    """The whole file name (it often carries the edit kind: ``hm_00281__crop_center.jpg``)."""
+    return Path(member.path or member.filename).name
 
 
 def catalogs(as_json: Annotated[bool, typer.Option("--json", help="print a JSON list")] = False) -> None:
