@@ -195,3 +195,13 @@ def test_the_pixel_limit_names_its_setting(sample_china):
 
     with pytest.raises(ImageTooLargeError, match=r"the limit is 1000 \(setting max_pixels, env LOOKALIKE_MAX_PIXELS\)"):
         open_checked(jpeg_bytes(sample_china), ImageLimits(max_pixels=1000))
+
+
+def test_human_output_shows_paths_relative_to_here_or_home(tmp_path, monkeypatch):
+    from lookalike.cli.common import display_path
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("HOME", str(tmp_path.parent))
+    assert display_path(tmp_path / "demo" / "china.jpg") == "demo/china.jpg"
+    assert display_path(tmp_path.parent / "other" / "a.jpg") == "~/other/a.jpg"
+    assert display_path("/elsewhere/a.jpg") == "/elsewhere/a.jpg"

@@ -257,6 +257,18 @@ class Settings(BaseSettings):
             return [p for p in value.split(os.pathsep) if p]
         return value
 
+    @field_validator("data_dir", "cache_dir", "calibration_file", "store_path", "weights_dirs", "weights_files")
+    @classmethod
+    def _expand_home(cls, value: Any) -> Any:
+        """``~/...`` in a config file or env variable means the home folder, as in a shell."""
+        if isinstance(value, Path):
+            return value.expanduser()
+        if isinstance(value, list):
+            return [v.expanduser() if isinstance(v, Path) else v for v in value]
+        if isinstance(value, dict):
+            return {k: v.expanduser() if isinstance(v, Path) else v for k, v in value.items()}
+        return value
+
     @field_validator("default_model")
     @classmethod
     def _known_model(cls, value: str) -> str:

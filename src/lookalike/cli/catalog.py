@@ -16,7 +16,7 @@ from rich.table import Table
 from rich.text import Text
 
 from lookalike.config import get_settings
-from lookalike.cli.common import CatalogOpt, console, err_console, fail, plural, progress
+from lookalike.cli.common import CatalogOpt, console, display_path, err_console, fail, plural, progress
 from lookalike.errors import LookalikeError
 
 
@@ -100,7 +100,7 @@ def index(
         table.add_column("file")
         table.add_column("reason")
         for path, reason in report.errors:
-            table.add_row(escape(path), escape(reason))
+            table.add_row(escape(display_path(path)), escape(reason))
         console.print(table)
 
 
@@ -138,7 +138,7 @@ def search(
         table.add_column(column, justify=justify, overflow="fold" if column == "path" else "ellipsis")  # type: ignore[arg-type]
     for rank, r in enumerate(results, 1):
         table.add_row(str(rank), str(r.record.id), f"{r.score:.4f}", f"{r.cosine:.4f}", r.verdict,
-                      escape(r.record.path or r.record.filename or ""))
+                      escape(display_path(r.record.path) if r.record.path else r.record.filename or ""))
     console.print(table)
     console.print(f"verdict thresholds (score): near_duplicate >= {thresholds.near_duplicate:.3f}, "
                   f"similar >= {thresholds.similar:.3f} ({escape(thresholds.source)})")
@@ -187,7 +187,7 @@ def dedup(
             table.add_row(str(c.cluster_id), c.tier, str(len(c.members)), f"{low:.3f}", escape(names))
         console.print(table)
     if out is not None:
-        console.print(f"wrote {escape(str(report.write(out)))}")
+        console.print(f"wrote {escape(display_path(report.write(out)))}")
 
 
 def _member_name(member) -> str:  # noqa: ANN001
@@ -205,10 +205,10 @@ def catalogs(as_json: Annotated[bool, typer.Option("--json", help="print a JSON 
         print(json.dumps(rows, indent=2))
         return
     if not rows and not as_json:
-        console.print(f"no catalogs yet in {escape(str(catalogs_root(settings)))}; "
+        console.print(f"no catalogs yet in {escape(display_path(catalogs_root(settings)))}; "
                       "create one with: lookalike index FOLDER --catalog NAME")
         return
-    table = Table(title=escape(f"catalogs in {catalogs_root(settings)}"))
+    table = Table(title=escape(f"catalogs in {display_path(catalogs_root(settings))}"))
     for column in ("name", "images", "model", "input size", "created"):
         table.add_column(column)
     for row in rows:

@@ -147,3 +147,19 @@ def progress(description: str, total: int | None = None, *, quiet: bool = False)
 def plural(n: int, one: str, many: str | None = None) -> str:
     """``1 exact copy``, ``2 exact copies``."""
     return f"{n} {one if n == 1 else (many or one + 's')}"
+
+
+def display_path(path: str | os.PathLike[str]) -> str:
+    """A path as a person reads it: relative to the current folder when inside it, else with ``~`` for home.
+
+    Only for human output (tables, messages); --json keeps the stored absolute path."""
+    text = os.fspath(path)
+    if not os.path.isabs(text):
+        return text
+    cwd = os.getcwd()
+    if text == cwd or text.startswith(cwd.rstrip(os.sep) + os.sep):
+        return os.path.relpath(text, cwd)
+    home = os.path.expanduser("~")
+    if home not in ("", os.sep) and text.startswith(home.rstrip(os.sep) + os.sep):
+        return "~" + text[len(home.rstrip(os.sep)):]
+    return text
