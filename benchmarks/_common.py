@@ -160,7 +160,7 @@ def bench_env(**overrides: object) -> dict[str, str]:
         LOOKALIKE_CACHE_DIR=str(BENCH_CACHE),
         LOOKALIKE_WEIGHTS_DIRS=os.pathsep.join(weights_dirs),
         LOOKALIKE_ALLOW_HUB_DOWNLOAD="false",
-        LOOKALIKE_CONFIG=str(BENCH_CACHE / "no-config.toml"),
+        LOOKALIKE_CONFIG="none",  # no config file: only these settings
     )
     env.update({f"LOOKALIKE_{k.upper()}": str(v) for k, v in overrides.items()})
     return env

@@ -9,7 +9,6 @@ import sys
 import tempfile
 import time
 from contextlib import contextmanager
-from pathlib import Path
 from typing import Iterator
 
 import httpx
@@ -28,7 +27,7 @@ def server_env(settings, **extra: str) -> dict[str, str]:
         LOOKALIKE_DATA_DIR=str(settings.data_dir),
         LOOKALIKE_WEIGHTS_DIRS=os.pathsep.join(str(p) for p in settings.weights_dirs),
         LOOKALIKE_ALLOW_HUB_DOWNLOAD="false",
-        LOOKALIKE_CONFIG=str(Path(settings.cache_dir) / "no-such-config.toml"),
+        LOOKALIKE_CONFIG="none",  # no config file: only these settings
     )
     env.update(extra)
     return env

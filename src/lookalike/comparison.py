@@ -7,6 +7,7 @@ An ``EmbeddingCache`` keyed by content hash makes a repeated upload cost only it
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from collections import OrderedDict
@@ -17,6 +18,7 @@ from PIL import Image
 
 from lookalike.config import Settings, get_settings
 from lookalike.embed import Embedder, EmbedderPool
+from lookalike.errors import BadImageError, ImageTooLargeError
 from lookalike.imaging import ImageSource, content_hash, decode, load_image, pixel_digest, read_source_bytes
 from lookalike.parallel import side_by_side
 from lookalike.similarity import Thresholds, Tier, cosine, normalized_score, thresholds_for
@@ -77,7 +79,20 @@ class _Prepared:
     array: np.ndarray | None = None  # the model's (1, 3, H, W) input, when the embedding is still to do
 
 
-def _prepare(embedder: Embedder, source: ImageSource, cache: EmbeddingCache | None) -> _Prepared:
+def _source_label(source: ImageSource, fallback: str) -> str:
+    """How an error names an image: its file when it has one, else the upload field (``image_1``)."""
+    return str(source) if isinstance(source, (str, os.PathLike)) else fallback
+
+
+def _prepare(embedder: Embedder, source: ImageSource, cache: EmbeddingCache | None, label: str) -> _Prepared:
+    """``_prepare_image`` whose errors name the image (``image_1: not an image ...``)."""
+    try:
+        return _prepare_image(embedder, source, cache)
+    except (BadImageError, ImageTooLargeError) as exc:
+        raise type(exc)(f"{label}: {exc.message}", status=exc.status, code=exc.code) from exc
+
+
+def _prepare_image(embedder: Embedder, source: ImageSource, cache: EmbeddingCache | None) -> _Prepared:
     """Hash, cache lookup, decode and resize + normalize: everything before the forward pass."""
     data = read_source_bytes(source, embedder.limits)
     if data is None:
@@ -100,6 +115,7 @@ def compare_with(
     cache: EmbeddingCache | None = None,
     *,
     geometry: bool = True,
+    labels: tuple[str, str] = ("image_1", "image_2"),
 ) -> Comparison:
     """Compare two images with an already-loaded embedder.
 
@@ -108,7 +124,9 @@ def compare_with(
     """
     t0 = time.perf_counter()
     # both images at once (decode and resize release the GIL): a lone pair answers ~1.5 ms sooner
-    first, second = side_by_side(lambda: _prepare(embedder, a, cache), lambda: _prepare(embedder, b, cache))
+    label_a, label_b = _source_label(a, labels[0]), _source_label(b, labels[1])
+    first, second = side_by_side(lambda: _prepare(embedder, a, cache, label_a),
+                                 lambda: _prepare(embedder, b, cache, label_b))
     t1 = time.perf_counter()
     todo = [p for p in (first, second) if p.vector is None]
     if todo:
@@ -141,6 +159,7 @@ def compare_with(
         timing_ms={
             "decode": (t1 - t0) * 1000.0,
             "embed": (t2 - t1) * 1000.0,
+            "geometry": (t3 - t2) * 1000.0,  # tiers: exact-pixel test and the geometric check
             "total": (t3 - t0) * 1000.0,
         },
     )

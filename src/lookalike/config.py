@@ -3,17 +3,26 @@
 Sources, highest priority first: explicit keyword arguments, ``LOOKALIKE_*`` environment variables,
 a TOML file (``LOOKALIKE_CONFIG``, else ``./lookalike.toml``, else the user config dir), defaults.
 Nothing else in the package reads environment variables: code receives a ``Settings``.
+
+Mistakes are caught here, each as one ``ConfigError`` that names the setting, where its value came
+from (env variable or file, with line/column for TOML syntax) and the fix: a bad value, a broken TOML,
+an explicitly named config file that does not exist, an unknown ``default_model``. Unknown keys in the
+file warn (``ConfigWarning``) with the closest valid name. ``LOOKALIKE_CONFIG=none`` reads no file.
 """
 
 from __future__ import annotations
 
+import difflib
 import os
+import tomllib
+import warnings
 from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import platformdirs
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+from pydantic import (BaseModel, ConfigDict, Field, SecretStr, ValidationError, ValidationInfo, field_validator,
+                      model_validator)
 from pydantic_settings import (
     BaseSettings,
     NoDecode,
@@ -22,8 +31,16 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from lookalike.errors import ConfigError
+
 APP_NAME = "lookalike"
 ENV_PREFIX = "LOOKALIKE_"
+CONFIG_ENV = f"{ENV_PREFIX}CONFIG"
+NO_CONFIG_FILE = ("", "none")  # LOOKALIKE_CONFIG=none (or empty): defaults and env only, no file
+
+
+class ConfigWarning(UserWarning):
+    """Something in the config is probably a mistake but not fatal (an unknown key)."""
 
 
 def default_config_file() -> Path:
@@ -34,9 +51,90 @@ def default_config_file() -> Path:
     return Path(platformdirs.user_config_dir(APP_NAME)) / "lookalike.toml"
 
 
-def config_file_path() -> Path:
-    explicit = os.environ.get(f"{ENV_PREFIX}CONFIG")
-    return Path(explicit) if explicit else default_config_file()
+def config_file_path() -> Path | None:
+    """The config file to read: ``LOOKALIKE_CONFIG`` (None when it is ``none``), else the default place."""
+    explicit = os.environ.get(CONFIG_ENV)
+    if explicit is None:
+        return default_config_file()
+    if explicit.strip().lower() in NO_CONFIG_FILE:
+        return None
+    return Path(explicit).expanduser()
+
+
+def config_file_in_force() -> Path | None:
+    """The file whose values are in force: None when no file is read (a missing default file is normal)."""
+    path = config_file_path()
+    return path if path is not None and path.is_file() else None
+
+
+def _read_config_file(settings_cls: type[BaseSettings]) -> TomlConfigSettingsSource:
+    """The TOML source, or a ConfigError naming the file (missing when named explicitly, or bad TOML)."""
+    path = config_file_path()
+    if path is not None and os.environ.get(CONFIG_ENV) is not None and not path.is_file():
+        what = "is a folder" if path.is_dir() else "does not exist"
+        raise ConfigError(
+            f"config file {path} (from {CONFIG_ENV}) {what}.\n"
+            f"Fix: create it (lookalike.example.toml lists every setting), point {CONFIG_ENV} at an existing "
+            f"file, or set {CONFIG_ENV}=none to read no file.", code="config_file_missing")
+    try:
+        source = TomlConfigSettingsSource(settings_cls, toml_file=path)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config file {path} is not valid TOML: {exc}.\n"
+                          f"Fix that line (TOML: key = value, strings in quotes), or set {CONFIG_ENV}=none.",
+                          code="config_file_invalid") from None
+    except OSError as exc:
+        raise ConfigError(f"config file {path} cannot be read: {exc.strerror}", code="config_file_invalid") from None
+    _warn_unknown_keys(source.toml_data, path, settings_cls)
+    return source
+
+
+def _warn_unknown_keys(data: dict[str, Any], path: Path | None, settings_cls: type[BaseSettings]) -> None:
+    known = list(settings_cls.model_fields)
+    for key in data:
+        if key in settings_cls.model_fields:
+            continue
+        close = difflib.get_close_matches(key, known, n=1)
+        hint = f"did you mean {close[0]!r}?" if close else "see lookalike.example.toml for the valid names"
+        warnings.warn(f"config file {path}: unknown setting {key!r} is ignored; {hint}", ConfigWarning, stacklevel=2)
+
+
+def _value_source(name: str) -> str:
+    """Where a setting's (bad) value came from, for error messages."""
+    env_name = f"{ENV_PREFIX}{name.upper()}"
+    if env_name in os.environ:
+        return f"env {env_name}"
+    path = config_file_in_force()
+    if path is not None:
+        try:
+            if name in tomllib.loads(path.read_text(encoding="utf-8")):
+                return f"config file {path}"
+        except (OSError, tomllib.TOMLDecodeError):
+            pass
+    return "argument"
+
+
+def _explain(exc: ValidationError, settings_cls: type[BaseSettings]) -> str:
+    """A pydantic ValidationError as a few lines: setting, value, source, what is expected, how to fix."""
+    lines = []
+    errors = exc.errors(include_url=False)
+    for error in errors[:2]:
+        loc = [str(part) for part in error["loc"]]
+        name = loc[0] if loc else "?"
+        field = settings_cls.model_fields.get(name)
+        source = _value_source(name)
+        where = f"{ENV_PREFIX}{name.upper()}" if source.startswith("env") else name
+        shown = error.get("input")
+        shown = shown if isinstance(shown, (str, int, float, bool)) else None
+        value = f" = {shown!r}" if shown is not None else ""
+        message = error["msg"].removeprefix("Value error, ")
+        lines.append(f"setting {'.'.join(loc)}{value} (from {source}) is invalid: {message}.")
+        if field is not None:
+            default = field.get_default(call_default_factory=True)
+            about = f"{field.description}; " if field.description else ""
+            lines.append(f"  {name}: {about}default {default!r}. Fix or remove {where}.")
+    if len(errors) > 2:
+        lines.append(f"  ... and {len(errors) - 2} more invalid settings")
+    return "\n".join(lines)
 
 
 Backend = Literal["auto", "onnxruntime", "openvino", "torch"]
@@ -77,7 +175,16 @@ class Settings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore", env_nested_delimiter="__")
 
+    def __init__(self, **values: Any) -> None:
+        try:
+            super().__init__(**values)
+        except ValidationError as exc:
+            raise ConfigError(_explain(exc, type(self)), code="bad_setting") from None
+
     # --- models -------------------------------------------------------------------------------
+    models: dict[str, DeclaredModel] = Field(
+        {}, description="ONNX embedding models declared by file ([models.NAME] in the config; docs/models.md)"
+    )
     default_model: str = Field("tf_efficientnet_lite0", description="model used when none is named")
     input_size: int | None = Field(None, description="input side in pixels; None = the model's own")
     allowed_input_sizes: list[int] = Field([224, 240, 260, 416, 512], description="sizes a caller may pick")
@@ -97,15 +204,13 @@ class Settings(BaseSettings):
         "single-thread stream per core with a batch split across them (throughput); benchmarks/results/serving.md"
     )
     model_cache_size: int = Field(3, ge=1, description="loaded (model, size) pairs kept in memory (LRU)")
-    models: dict[str, DeclaredModel] = Field(
-        {}, description="ONNX embedding models declared by file ([models.NAME] in the config; docs/models.md)"
-    )
 
     # --- weights ------------------------------------------------------------------------------
     weights_files: dict[str, Path] = Field({}, description="explicit weights file per model name")
     weights_dirs: Annotated[list[Path], NoDecode] = Field(
         default_factory=lambda: [Path(platformdirs.user_cache_dir(APP_NAME)) / "weights"],
-        description="folders searched for weights files named in the model table (env: os.pathsep-separated)",
+        description="folders searched for weights files named in the model table (env: os.pathsep-separated); "
+        "default: cache_dir/weights",
     )
     allow_hub_download: bool = Field(True, description="let timm fetch weights from the hub when online")
     cache_dir: Path = Field(
@@ -193,6 +298,27 @@ class Settings(BaseSettings):
             register_declared_models(self.models)  # raises ValueError on a clash with a built-in name
         return self
 
+    @field_validator("default_model")
+    @classmethod
+    def _known_model(cls, value: str, info: ValidationInfo) -> str:
+        """``default_model`` must be in the model table or declared under ``[models.NAME]``."""
+        from lookalike.errors import UnknownModelError
+        from lookalike.models.registry import resolve_model  # cheap: no torch, no timm
+
+        if value in (info.data.get("models") or {}):  # declared in this config (validated before this field)
+            return value
+        try:
+            return resolve_model(value).name
+        except UnknownModelError as exc:
+            raise ValueError(f"{exc.message} (`lookalike models` shows the table)") from None
+
+    @model_validator(mode="after")
+    def _weights_follow_cache_dir(self) -> "Settings":
+        """Unless weights_dirs is set, weights live under cache_dir, so LOOKALIKE_CACHE_DIR moves them too."""
+        if "weights_dirs" not in self.model_fields_set:
+            self.__dict__["weights_dirs"] = [self.cache_dir / "weights"]
+        return self
+
     def threshold_for(self, model_name: str) -> float:
         return self.model_thresholds.get(model_name, self.threshold)
 
@@ -205,8 +331,7 @@ class Settings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        toml = TomlConfigSettingsSource(settings_cls, toml_file=config_file_path())
-        return (init_settings, env_settings, toml)
+        return (init_settings, env_settings, _read_config_file(settings_cls))
 
 
 @lru_cache
@@ -217,8 +342,8 @@ def get_settings() -> Settings:
 
 def describe_sources(settings: Settings) -> list[tuple[str, Any, str]]:
     """(field, value, where it came from) for ``lookalike config show``."""
-    path = config_file_path()
-    toml_values = TomlConfigSettingsSource(Settings, toml_file=path)() if path.is_file() else {}
+    path = config_file_in_force()
+    toml_values = TomlConfigSettingsSource(Settings, toml_file=path)() if path is not None else {}
     rows = []
     for name in Settings.model_fields:
         env_name = f"{ENV_PREFIX}{name.upper()}"

@@ -105,3 +105,10 @@ class UnauthorizedError(LookalikeError):
 class UnsupportedMediaError(LookalikeError):
     status = 415
     code = "unsupported_media_type"
+
+
+class ConfigError(LookalikeError):
+    """A setting, environment variable or config file is wrong; the message names it and the fix."""
+
+    status = 500
+    code = "bad_config"

@@ -53,6 +53,9 @@ class ImageLimits:
 
 
 DEFAULT_LIMITS = ImageLimits()
+# limit errors name the setting that raises the limit
+_BYTES_SETTING = " (setting max_upload_bytes, env LOOKALIKE_MAX_UPLOAD_BYTES)"
+_PIXELS_SETTING = " (setting max_pixels, env LOOKALIKE_MAX_PIXELS)"
 
 
 @dataclass(frozen=True)
@@ -118,12 +121,12 @@ def read_source_bytes(source: ImageSource, limits: ImageLimits = DEFAULT_LIMITS)
         except OSError as exc:
             raise BadImageError(f"cannot read {path}: {exc.strerror or exc}") from exc
         if size > limits.max_bytes:
-            raise ImageTooLargeError(f"{path.name} is {size} bytes; the limit is {limits.max_bytes}")
+            raise ImageTooLargeError(f"{path.name} is {size} bytes; the limit is {limits.max_bytes}{_BYTES_SETTING}")
         data = path.read_bytes()
     else:
         return None
     if len(data) > limits.max_bytes:
-        raise ImageTooLargeError(f"upload is {len(data)} bytes; the limit is {limits.max_bytes}")
+        raise ImageTooLargeError(f"upload is {len(data)} bytes; the limit is {limits.max_bytes}{_BYTES_SETTING}")
     return data
 
 
@@ -157,7 +160,7 @@ def open_checked(data: bytes, limits: ImageLimits = DEFAULT_LIMITS) -> Image.Ima
         raise BadImageError(f"image has no pixels ({width}x{height})")
     if width * height > limits.max_pixels:
         raise ImageTooLargeError(
-            f"image is {width}x{height} = {width * height} pixels; the limit is {limits.max_pixels}"
+            f"image is {width}x{height} = {width * height} pixels; the limit is {limits.max_pixels}{_PIXELS_SETTING}"
         )
     if min(width, height) < limits.min_side:
         raise BadImageError(f"image is {width}x{height}; the short side must be at least {limits.min_side} px",
@@ -170,7 +173,8 @@ def open_checked(data: bytes, limits: ImageLimits = DEFAULT_LIMITS) -> Image.Ima
     except (OSError, ValueError, SyntaxError, EOFError, struct.error, IndexError, KeyError, TypeError) as exc:
         raise BadImageError(f"corrupt animation: {exc}") from exc
     if frames > limits.max_frames:
-        raise ImageTooLargeError(f"animation has {frames} frames; the limit is {limits.max_frames}")
+        raise ImageTooLargeError(f"animation has {frames} frames; the limit is {limits.max_frames}"
+                                 " (setting max_frames, env LOOKALIKE_MAX_FRAMES)")
     return image
 
 
@@ -234,7 +238,8 @@ def load_image(
     """Path, bytes, PIL image or HxWx3 uint8 array -> upright RGB PIL image."""
     if isinstance(source, Image.Image):
         if source.width * source.height > limits.max_pixels:
-            raise ImageTooLargeError(f"image has {source.width * source.height} pixels; limit {limits.max_pixels}")
+            raise ImageTooLargeError(f"image has {source.width * source.height} pixels; the limit is "
+                                     f"{limits.max_pixels}{_PIXELS_SETTING}")
         return to_rgb(source)
     if isinstance(source, np.ndarray):
         return _from_array(source)

@@ -17,7 +17,7 @@ def test_edited_copy_is_a_near_duplicate(client, photo_pair):
     assert body["verdict"] == "near_duplicate" and body["is_match"] is True
     assert body["score"] == pytest.approx((body["cosine"] + 1) / 2)
     assert body["threshold"] == body["thresholds"]["match"] and body["threshold_source"]
-    assert set(body["timing_ms"]) == {"decode", "embed", "total"}
+    assert set(body["timing_ms"]) == {"decode", "embed", "geometry", "wait", "total"}
     assert body["model"] == "tf_efficientnet_lite0" and body["input_size"] == 224
 
 

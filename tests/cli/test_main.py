@@ -40,4 +40,4 @@ def test_models_table_and_config_show(settings):
     table = _run(settings, "models").stdout
     assert "tf_efficientnet_lite0" in table and "resnet18" in table and "missing" in table
     shown = json.loads(_run(settings, "config", "show", "--json").stdout)
-    assert shown["allow_hub_download"]["source"].startswith("env") and shown["threshold"]["value"] == "0.8"
+    assert shown["allow_hub_download"]["source"].startswith("env") and shown["threshold"]["value"] == 0.8

@@ -126,9 +126,9 @@ def test_declared_model_errors_name_the_setting(settings, tiny_models, tmp_path)
         create_embedder("four_d", settings=bad_output)
     assert "(batch, dim)" in err.value.message and "models.four_d" in err.value.message
 
-    with pytest.raises(ValueError, match="layout"):
+    with pytest.raises(LookalikeError, match=r"models\.typo\.layout"):
         _declared(settings, typo={"onnx": str(tiny_models["nchw"]), "layout": "NWHC"})
-    with pytest.raises(ValueError, match="tf_efficientnet_lite0"):
+    with pytest.raises(LookalikeError, match="tf_efficientnet_lite0"):
         _declared(settings, tf_efficientnet_lite0={"onnx": str(tiny_models["nchw"])})
 
 

@@ -103,7 +103,7 @@ def cli_env(scale_settings, monkeypatch):
     monkeypatch.setenv("LOOKALIKE_WEIGHTS_DIRS", ":".join(str(p) for p in scale_settings.weights_dirs))
     monkeypatch.setenv("LOOKALIKE_ALLOW_HUB_DOWNLOAD", "false")
     monkeypatch.setenv("LOOKALIKE_DATA_DIR", str(scale_settings.data_dir))
-    monkeypatch.setenv("LOOKALIKE_CONFIG", str(scale_settings.cache_dir / "no-such-config.toml"))
+    monkeypatch.setenv("LOOKALIKE_CONFIG", "none")
     get_settings.cache_clear()
     yield
     get_settings.cache_clear()

@@ -13,7 +13,7 @@ import errno
 import json
 import logging
 import sqlite3
-from typing import Any, Awaitable, Callable
+from typing import Any, Awaitable, Callable, Mapping, Sequence
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -73,12 +73,29 @@ _HTTP_CODES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "
                405: "method_not_allowed", 413: "request_too_large", 415: "unsupported_media_type"}
 
 
-def validation_message(exc: RequestValidationError) -> str:
-    """FastAPI's error list as one line naming each field: ``where: what``."""
+UPLOAD_FIELDS = frozenset({"image", "image_1", "image_2", "files", "file"})
+
+
+def describe_validation_errors(errors: Sequence[Mapping[str, Any]]) -> str:
+    """FastAPI's request-validation errors as one sentence per problem that names the field and the fix.
+
+    ``-F image_1=hello`` (text where a file belongs) reads "image_1 must be a file upload (multipart,
+    e.g. curl -F image_1=@a.jpg)", not pydantic's "Expected UploadFile, received: <class 'str'>"."""
     problems = []
-    for err in exc.errors():
-        where = ".".join(str(p) for p in err.get("loc", ()) if p not in ("body",))
-        problems.append(f"{where}: {err.get('msg')}" if where else str(err.get("msg")))
+    for err in errors:
+        loc = [str(p) for p in err.get("loc", ())]
+        where, names = (loc[0], loc[1:]) if loc and loc[0] in ("body", "query", "path", "header") else ("", loc)
+        field = ".".join(names)
+        name = names[0] if names else ""
+        message = str(err.get("msg", "invalid")).removeprefix("Value error, ")
+        if name in UPLOAD_FIELDS and where == "body" and (
+                "UploadFile" in message or err.get("type") == "missing"):
+            what = "is required" if err.get("type") == "missing" else "must be a file upload"
+            problems.append(f"{field} {what} (multipart, e.g. curl -F {name}=@a.jpg)")
+        elif where == "query":
+            problems.append(f"query parameter {field}: {message}")
+        else:
+            problems.append(f"{field}: {message}" if field else message)
     return "; ".join(problems) or "invalid request"
 
 
@@ -92,7 +109,7 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
-        return error_response(422, validation_message(exc), "invalid_request")
+        return error_response(422, describe_validation_errors(exc.errors()), "invalid_request")
 
     @app.exception_handler(HTTPException)
     async def _http_error(_: Request, exc: HTTPException) -> JSONResponse:

@@ -218,3 +218,6 @@ def install(app, settings: Settings) -> None:  # noqa: ANN001 - a FastAPI app
     if settings.rate_limit_per_minute:
         app.add_middleware(RateLimitMiddleware, per_minute=settings.rate_limit_per_minute)
     app.add_middleware(SecurityHeadersMiddleware)  # outermost: the guards' own refusals carry it too
+
+
+# the multipart file fields of the API (compare: image_1/image_2, search: image, catalog uploads: files)

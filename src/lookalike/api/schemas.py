@@ -28,7 +28,9 @@ class ThresholdSet(BaseModel):
 class Timing(BaseModel):
     decode: float = Field(description="ms: hashing, decoding, resizing and normalizing both images")
     embed: float = Field(description="ms: the forward pass")
-    total: float = Field(description="ms: the whole request inside the server")
+    geometry: float = Field(0.0, description="ms: deciding the tier (exact pixels, the geometric check)")
+    wait: float = Field(0.0, description="ms: reading the uploads, loading the model, waiting for the inference lane")
+    total: float = Field(description="ms: the whole request inside the server (= decode + embed + geometry + wait)")
 
 
 class CompareResult(BaseModel):

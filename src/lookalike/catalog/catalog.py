@@ -61,6 +61,14 @@ def catalog_dir(name: str, settings: Settings) -> Path:
     return catalogs_root(settings) / check_name(name)
 
 
+def missing_catalog(name: str, settings: Settings) -> NotFoundError:
+    """The error for an unknown catalog: which ones exist, and how to create this one."""
+    names = [row["name"] for row in list_catalogs(settings)]
+    known = f"catalogs here: {', '.join(names)}" if names else "there are no catalogs yet"
+    return NotFoundError(f"catalog {name!r} does not exist ({known}); create it with "
+                         f"`lookalike index FOLDER --catalog {name}` or POST /v1/catalogs/{name}/images")
+
+
 def list_catalogs(settings: Settings) -> list[dict]:
     """``[{name, count, model, input_size, created_at}]`` from metadata alone (no index loaded)."""
     root = catalogs_root(settings)
@@ -115,7 +123,7 @@ class Catalog:
         self.root = catalog_dir(name, settings)
         if not (self.root / DB_FILE).is_file():
             if not create:
-                raise NotFoundError(f"catalog {name!r} does not exist")
+                raise missing_catalog(name, settings)
             self.root.mkdir(parents=True, exist_ok=True)
         self.meta = Metadata(self.root / DB_FILE)
         self._lock = threading.RLock()

@@ -1,4 +1,4 @@
-"""Catalog commands: ``index``, ``search``, ``dedup``, ``catalogs`` (thin adapters over lookalike.catalog)."""
+"""Catalog commands: ``index``, ``search``, ``dedup``, ``catalog list`` (thin adapters over lookalike.catalog)."""
 
 from __future__ import annotations
 
@@ -16,11 +16,16 @@ from rich.table import Table
 from rich.text import Text
 
 from lookalike.config import get_settings
-from lookalike.cli.common import CatalogOpt, console, err_console, fail
+from lookalike.cli.common import CatalogOpt, console, display_path, err_console, fail, plural, progress
 from lookalike.errors import LookalikeError
 
 
 
+
+
+# the indexer's stage timings, as a user would name them (waiting on the reader overlaps the others: not shown)
+_STAGES = {"scan": "scanning", "read_decode": "decoding", "embed": "embedding", "write": "writing",
+           "remove": "removing"}
 
 
 class _RateColumn(ProgressColumn):
@@ -58,7 +63,8 @@ def index(
         with Catalog(catalog, settings, model=model, input_size=size) as cat:
             with Progress(TextColumn("[bold]indexing"), BarColumn(), MofNCompleteColumn(), TaskProgressColumn(),
                           _RateColumn(), TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
-                          console=err_console, transient=as_json, disable=as_json) as bar:
+                          console=err_console, transient=True,
+                          disable=as_json or not err_console.is_terminal) as bar:
                 task = bar.add_task("index", total=None)
 
                 def progress(p) -> None:  # noqa: ANN001
@@ -77,21 +83,24 @@ def index(
     if as_json:
         print(json.dumps(report.to_dict() | {"catalog_size": total}, indent=2))
         return
+    if not (report.added or report.changed or report.removed or report.errors):
+        console.print(f"catalog [bold]{escape(report.catalog)}[/bold]: nothing to index: {report.unchanged} unchanged; "
+                      f"{plural(total, 'image')} in the catalog")
+        return
     console.print(
-        f"catalog [bold]{report.catalog}[/bold]: {report.added} added, {report.changed} changed, "
-        f"{report.unchanged} unchanged, {report.duplicates} exact copies (no inference), "
-        f"{report.removed} removed, {len(report.errors)} unreadable; {total} images in the catalog"
+        f"catalog [bold]{escape(report.catalog)}[/bold]: {report.added} added, {report.changed} changed, "
+        f"{report.unchanged} unchanged, {plural(report.duplicates, 'duplicate')} (exact copies: no inference), "
+        f"{report.removed} removed, {len(report.errors)} unreadable; {plural(total, 'image')} in the catalog"
     )
-    console.print(
-        f"{report.embedded} embedded in {report.elapsed_s:.1f} s ({report.images_per_s:.1f} img/s); stage seconds: "
-        + ", ".join(f"{k} {v:.1f}" for k, v in report.timings.items())
-    )
+    stages = ", ".join(f"{_STAGES[k]} {v:.1f} s" for k, v in report.timings.items() if k in _STAGES and v >= 0.05)
+    console.print(f"{report.embedded} embedded in {report.elapsed_s:.1f} s ({report.images_per_s:.1f} img/s)"
+                  + (f"; {stages}" if stages else ""))
     if report.errors:
         table = Table(title="unreadable files (skipped)")
         table.add_column("file")
         table.add_column("reason")
         for path, reason in report.errors:
-            table.add_row(path, reason)
+            table.add_row(escape(display_path(path)), escape(reason))
         console.print(table)
 
 
@@ -110,9 +119,14 @@ def search(
         with Catalog(catalog, settings, create=False) as cat:
             data = image.read_bytes()
             started = time.perf_counter()
-            vector = cat.embedder().encode([data])
-            results = cat.search(vector, k, query_hash=content_hash(data), query_image=data)[0]
-            elapsed_ms = (time.perf_counter() - started) * 1000
+            with progress(f"searching {catalog} (embedding, then checking the top hits' local features)",
+                          quiet=as_json):
+                embedder = cat.embedder()  # a one-off command loads the model; the server keeps it loaded
+                loaded = time.perf_counter()
+                vector = embedder.encode([data])
+                results = cat.search(vector, k, query_hash=content_hash(data), query_image=data)[0]
+            elapsed_ms = (time.perf_counter() - loaded) * 1000
+            load_ms = (loaded - started) * 1000
             model, size, thresholds = cat.model, cat.input_size, cat.thresholds
     except LookalikeError as exc:
         fail(exc)
@@ -120,12 +134,15 @@ def search(
         print(json.dumps({"query": {"id": None, "filename": image.name}, "model": model, "input_size": size,
                           "results": [r.to_dict() for r in results]}, indent=2))
         return
-    table = Table(title=f"{image.name} in catalog {catalog} ({model}@{size}, {elapsed_ms:.0f} ms)")
+    table = Table(title=escape(f"{image.name} in catalog {catalog} ({model}@{size}): search {elapsed_ms:.0f} ms "
+                               f"(+ {load_ms:.0f} ms loading the model)"))
     for column, justify in (("#", "right"), ("id", "right"), ("score", "right"), ("cosine", "right"),
                             ("verdict", "left"), ("path", "left")):
-        table.add_column(column, justify=justify)  # type: ignore[arg-type]
+        # paths fold onto more lines on a narrow terminal rather than lose their end ("Arla-…")
+        table.add_column(column, justify=justify, overflow="fold" if column == "path" else "ellipsis")  # type: ignore[arg-type]
     for rank, r in enumerate(results, 1):
-        table.add_row(str(rank), str(r.record.id), f"{r.score:.4f}", f"{r.cosine:.4f}", r.verdict, r.record.path or "")
+        table.add_row(str(rank), str(r.record.id), f"{r.score:.4f}", f"{r.cosine:.4f}", r.verdict,
+                      escape(display_path(r.record.path) if r.record.path else r.record.filename or ""))
     console.print(table)
     console.print(f"verdict thresholds (score): near_duplicate >= {thresholds.near_duplicate:.3f}, "
                   f"similar >= {thresholds.similar:.3f} ({escape(thresholds.source)})")
@@ -146,7 +163,8 @@ def dedup(
     try:
         with Catalog(catalog, settings, create=False) as cat:
             started = time.perf_counter()
-            report = find_duplicates(cat, threshold)
+            with progress(f"finding near-duplicates among {plural(len(cat), 'image')} of {catalog}"):
+                report = find_duplicates(cat, threshold)
             elapsed = time.perf_counter() - started
             size = len(cat)
     except LookalikeError as exc:
@@ -154,28 +172,35 @@ def dedup(
     exact = sum(c.tier == "exact" for c in report.clusters)
     members = sum(len(c.members) for c in report.clusters)
     console.print(
-        f"{len(report.clusters)} clusters ({exact} exact, {len(report.clusters) - exact} near-duplicate) "
-        f"covering {members} of {size} images at score >= {report.threshold:.3f} ({elapsed:.2f} s); "
+        f"{plural(len(report.clusters), 'cluster')} ({exact} exact, {len(report.clusters) - exact} near-duplicate) "
+        f"covering {members} of {plural(size, 'image')} at score >= {report.threshold:.3f} ({elapsed:.2f} s); "
         f"{members - len(report.clusters)} could be removed"
     )
     if report.clusters and show:
-        table = Table(title=f"largest {min(show, len(report.clusters))} clusters (* = keep)")
+        shown = min(show, len(report.clusters))
+        title = "the largest cluster" if shown == 1 else f"the {shown} largest clusters"
+        table = Table(title=f"{title} (* = keep)")
         for column in ("cluster", "tier", "size", "min score", "members"):
             table.add_column(column)
         for c in report.clusters[:show]:
             ordered = sorted(c.members, key=lambda m: m.id != c.keep)  # the kept one first
-            names = ", ".join(("*" if m.id == c.keep else "") + Path(m.path or m.filename).name for m in ordered[:6])
+            names = ", ".join(("*" if m.id == c.keep else "") + _member_name(m) for m in ordered[:6])
             if len(ordered) > 6:
                 names += f", ... (+{len(ordered) - 6})"
             low = min((p.score for p in c.pairs), default=1.0)
-            table.add_row(str(c.cluster_id), c.tier, str(len(c.members)), f"{low:.3f}", names)
+            table.add_row(str(c.cluster_id), c.tier, str(len(c.members)), f"{low:.3f}", escape(names))
         console.print(table)
     if out is not None:
-        console.print(f"wrote {report.write(out)}")
+        console.print(f"wrote {escape(display_path(report.write(out)))}")
 
 
-def catalogs(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
-    """The catalogs under the data folder."""
+def _member_name(member) -> str:  # noqa: ANN001
+    """The whole file name (it often carries the edit kind: ``hm_00281__crop_center.jpg``)."""
+    return Path(member.path or member.filename).name
+
+
+def catalogs(as_json: Annotated[bool, typer.Option("--json", help="print a JSON list")] = False) -> None:
+    """The catalogs under the data folder (data_dir)."""
     from lookalike.catalog.catalog import catalogs_root, list_catalogs
 
     settings = get_settings()
@@ -183,7 +208,11 @@ def catalogs(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
     if as_json:
         print(json.dumps(rows, indent=2))
         return
-    table = Table(title=f"catalogs in {catalogs_root(settings)}")
+    if not rows and not as_json:
+        console.print(f"no catalogs yet in {escape(display_path(catalogs_root(settings)))}; "
+                      "create one with: lookalike index FOLDER --catalog NAME")
+        return
+    table = Table(title=escape(f"catalogs in {display_path(catalogs_root(settings))}"))
     for column in ("name", "images", "model", "input size", "created"):
         table.add_column(column)
     for row in rows:
@@ -196,4 +225,7 @@ def register(app: typer.Typer) -> None:
     app.command()(index)
     app.command()(search)
     app.command()(dedup)
-    app.command()(catalogs)
+    from lookalike.cli.transfer import catalog_app
+
+    catalog_app.command("list")(catalogs)  # `lookalike catalog list`, beside catalog export/import
+    app.command("catalogs", hidden=True)(catalogs)  # the old name, kept working

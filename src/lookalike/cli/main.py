@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -11,17 +12,25 @@ from rich.markup import escape
 from rich.table import Table
 
 from lookalike.config import get_settings
-from lookalike.cli.common import ModelOpt, SizeOpt, console, fail
+from lookalike.cli.common import LookalikeTyper, ModelOpt, SizeOpt, console, err_console, fail, progress
 from lookalike.errors import LookalikeError
 
-app = typer.Typer(
+app = LookalikeTyper(
     name="lookalike",
     help="Image similarity: compare two images, index a catalog, search it, find duplicates.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
 )
-config_app = typer.Typer(help="Show the effective configuration.", no_args_is_help=True)
+config_app = LookalikeTyper(help="Show the effective configuration.", no_args_is_help=True)
 app.add_typer(config_app, name="config")
+
+
+@app.callback()
+def _options(debug: Annotated[bool, typer.Option("--debug", help="show tracebacks (also LOOKALIKE_DEBUG=1)")]
+             = False) -> None:
+    """Image similarity: compare two images, index a catalog, search it, find duplicates."""
+    if debug:
+        os.environ["LOOKALIKE_DEBUG"] = "1"
 
 
 
@@ -39,7 +48,9 @@ def compare(
     from lookalike.comparison import compare as compare_images
 
     try:
-        result = compare_images(image_a, image_b, model=model, input_size=size)
+        with progress(f"comparing {image_a.name} and {image_b.name} (a model's first use exports it, ~10 s)",
+                      quiet=as_json):
+            result = compare_images(image_a, image_b, model=model, input_size=size)
     except LookalikeError as exc:
         fail(exc)
     payload = {
@@ -57,12 +68,13 @@ def compare(
         print(json.dumps(payload))
         return
     colour = {"exact": "green", "near_duplicate": "green", "similar": "yellow", "different": "red"}[result.tier.value]
-    console.print(f"[bold]{image_a.name}[/bold] vs [bold]{image_b.name}[/bold]  ({result.model} @ {result.input_size}px)")
+    console.print(f"[bold]{escape(image_a.name)}[/bold] vs [bold]{escape(image_b.name)}[/bold]  ({result.model} @ {result.input_size}px)")
     console.print(f"  score    {result.score:.4f}   (cosine {result.cosine:+.4f})")
     console.print(f"  verdict  [{colour}]{result.tier.value}[/{colour}]   "
                   f"match >= {result.thresholds.match:.4f} ({escape(result.thresholds.source)})")
     console.print(f"  time     {result.timing_ms['total']:.1f} ms "
-                  f"(decode {result.timing_ms['decode']:.1f}, embed {result.timing_ms['embed']:.1f})")
+                  f"(decode {result.timing_ms['decode']:.1f}, embed {result.timing_ms['embed']:.1f}, "
+                  f"geometry {result.timing_ms.get('geometry', 0.0):.1f})")
 
 
 @app.command()
@@ -99,10 +111,12 @@ def export(model: Annotated[str, typer.Argument(help="model name or alias")], si
         spec = resolve_model(model, settings)
         chosen = check_input_size(size or settings.input_size or spec.default_size, settings.allowed_input_sizes, spec)
         # exactly the file the service loads: same size rule, same pooling (settings.pooling), same cache key
-        exported = ensure_onnx(spec, chosen, settings, pooling=settings.pooling, in_process=True)
+        with progress(f"exporting {spec.name} @ {chosen}px to ONNX"):
+            exported = ensure_onnx(spec, chosen, settings, pooling=settings.pooling, in_process=True)
     except LookalikeError as exc:
         fail(exc)
-    console.print(f"{exported.onnx_path}  (dim {exported.dim}, {exported.meta.get('pooling', settings.pooling)} pooling)")
+    print(exported.onnx_path)  # plain print: one whole line, so $(lookalike export NAME) is the path
+    err_console.print(f"dim {exported.dim}, {exported.meta.get('pooling', settings.pooling)} pooling", highlight=False)
 
 
 @app.command()
@@ -124,18 +138,33 @@ def serve(
 @config_app.command("show")
 def config_show(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
     """Every setting, its value, and where it came from (argument, env, file, default)."""
-    from lookalike.config import config_file_path, describe_sources
+    from pydantic_core import to_jsonable_python
 
-    rows = describe_sources(get_settings())
+    from lookalike.config import config_file_in_force, describe_sources
+
+    settings = get_settings()
+    rows = [(name, to_jsonable_python(value), source) for name, value, source in describe_sources(settings)]
     if as_json:
-        print(json.dumps({name: {"value": str(value), "source": source} for name, value, source in rows}))
+        print(json.dumps({name: {"value": value, "source": source} for name, value, source in rows}))
         return
-    table = Table(title=f"lookalike config (file: {config_file_path()})")
+    in_force = config_file_in_force()
+    table = Table(title=f"lookalike config (file: {in_force if in_force is not None else 'none'})")
     for column in ("setting", "value", "source"):
         table.add_column(column)
     for name, value, source in rows:
-        table.add_row(name, str(value), source)
+        table.add_row(name, escape(_plain(value)), escape(source))
     console.print(table)
+
+
+def _plain(value: object) -> str:
+    """A setting as a user would type it: lists comma-separated, mappings as key=value, None as none."""
+    if value is None:
+        return "none"
+    if isinstance(value, list):
+        return ", ".join(_plain(v) for v in value) or "(empty)"
+    if isinstance(value, dict):
+        return ", ".join(f"{k}={_plain(v)}" for k, v in value.items()) or "(empty)"
+    return str(value).lower() if isinstance(value, bool) else str(value)
 
 
 # --- areas --- (each area module registers its commands on ``app``; imported last, as they use it)

@@ -13,7 +13,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from lookalike.quality.baselines import lookalike_scorer
-from lookalike.cli.common import ModelOpt, SizeOpt, console, err_console, fail
+from lookalike.cli.common import ModelOpt, SizeOpt, console, fail, progress
 from lookalike.errors import LookalikeError
 
 eval_app = typer.Typer(help="Measure accuracy on labelled pairs or view groups.", no_args_is_help=True)
@@ -54,7 +54,8 @@ def eval_pairs(
     use_geometry = settings.geometric_check if geometry is None else geometry
     try:
         pairs = load_pairs(pairs_csv)
-        main, thresholds = lookalike_scorer(model, size, settings)
+        with progress("loading the model (its first use exports it to ONNX)", quiet=as_json):
+            main, thresholds = lookalike_scorer(model, size, settings)
         if threshold is not None:
             main.threshold = threshold
             thresholds = Thresholds(threshold, min(threshold, thresholds.near_duplicate),
@@ -63,11 +64,15 @@ def eval_pairs(
             main.name += " + geometric check"
         scorers = [main, *(baseline_scorer(b, settings) for b in (baseline or []))]
         results = []
-        for scorer in scorers:
-            scores = scorer.pair_scores(pairs.path_a, pairs.path_b)
-            decisions = (service_decisions(pairs.path_a, pairs.path_b, scores, thresholds,
-                                           ImageLimits.from_settings(settings))
-                         if scorer is main and use_geometry else None)
+        for n, scorer in enumerate(scorers, 1):
+            with progress(f"[{n}/{len(scorers)}] scoring {len(pairs)} pairs with {escape(scorer.name)}",
+                          quiet=as_json) as update:
+                scores = scorer.pair_scores(pairs.path_a, pairs.path_b)
+                if scorer is main and use_geometry:
+                    update(description=f"[{n}/{len(scorers)}] geometric check of {len(pairs)} pairs")
+                decisions = (service_decisions(pairs.path_a, pairs.path_b, scores, thresholds,
+                                               ImageLimits.from_settings(settings))
+                             if scorer is main and use_geometry else None)
             results.append((scorer, scores, pair_metrics(scores, pairs.labels, scorer.threshold, pairs.kinds,
                                                          decisions)))
     except LookalikeError as exc:
@@ -81,11 +86,11 @@ def eval_pairs(
     if as_json:
         print(json.dumps(results[0][2].summary()))
         return
-    table = Table(title=f"{pairs_csv} — {len(pairs)} pairs ({int(pairs.labels.sum())} same)")
+    table = Table(title=escape(f"{pairs_csv.name} — {len(pairs)} pairs ({int(pairs.labels.sum())} same)"))
     for column in ("method", "ROC-AUC", "AP", "best F1", "best thr", "threshold", "P", "R", "F1@thr"):
         table.add_column(column, justify="left" if column == "method" else "right")
     for scorer, _, m in results:
-        table.add_row(scorer.name, _fmt(m.roc_auc), _fmt(m.average_precision), _fmt(m.best_f1, 3),
+        table.add_row(escape(scorer.name), _fmt(m.roc_auc), _fmt(m.average_precision), _fmt(m.best_f1, 3),
                       _fmt(m.best_threshold), _fmt(m.threshold), _fmt(m.precision_at_threshold, 3),
                       _fmt(m.recall_at_threshold, 3), _fmt(m.f1_at_threshold, 3))
     console.print(table)
@@ -126,26 +131,30 @@ def eval_groups(
         top = 0
     try:
         groups = load_groups(groups_csv)
-        main, _ = lookalike_scorer(model, size, settings)
+        with progress("loading the model (its first use exports it to ONNX)", quiet=as_json):
+            main, _ = lookalike_scorer(model, size, settings)
         if top:
             main.name += f" + local re-rank of top {top}"
         scorers = [main, *(baseline_scorer(b, settings) for b in (baseline or []))]
         results = []
-        for scorer in scorers:
-            similarity = scorer.similarity_matrix(groups.paths)
-            if scorer is main and top:
-                similarity = rerank_similarity(similarity, groups.paths, top)
+        for n, scorer in enumerate(scorers, 1):
+            with progress(f"[{n}/{len(scorers)}] embedding {len(groups.paths)} images with {escape(scorer.name)}",
+                          quiet=as_json) as update:
+                similarity = scorer.similarity_matrix(groups.paths)
+                if scorer is main and top:
+                    update(description=f"[{n}/{len(scorers)}] re-ranking each query's top {top} by local features")
+                    similarity = rerank_similarity(similarity, groups.paths, top)
             results.append((scorer, group_metrics_from_similarity(similarity, groups.groups)))
     except LookalikeError as exc:
         fail(exc)
     if as_json:
         print(json.dumps(results[0][1].summary()))
         return
-    table = Table(title=f"{groups_csv} — {len(groups.paths)} images in {results[0][1].n_groups} groups")
+    table = Table(title=escape(f"{groups_csv.name} — {len(groups.paths)} images in {results[0][1].n_groups} groups"))
     for column in ("method", "Recall@1", "Recall@4", "mAP", "N-S"):
         table.add_column(column, justify="left" if column == "method" else "right")
     for scorer, m in results:
-        table.add_row(scorer.name, _fmt(m.recall_at_1, 3), _fmt(m.recall_at_4, 3), _fmt(m.map, 3), _fmt(m.ns_score, 2))
+        table.add_row(escape(scorer.name), _fmt(m.recall_at_1, 3), _fmt(m.recall_at_4, 3), _fmt(m.map, 3), _fmt(m.ns_score, 2))
     console.print(table)
 
 
@@ -172,15 +181,17 @@ def calibrate(
     settings = get_settings()
     target = out or settings.calibration_file
     if target is None:
-        err_console.print("[red]error:[/red] say where to write: --out FILE or config calibration_file")
-        raise typer.Exit(2)
+        fail(LookalikeError("say where to write the thresholds: --out FILE, or set calibration_file "
+                            "(LOOKALIKE_CALIBRATION_FILE or the config file)", code="no_calibration_file"))
     if pairs_csv is None and not from_feedback:
-        err_console.print("[red]error:[/red] give a pairs CSV, --from-feedback, or both")
-        raise typer.Exit(2)
+        fail(LookalikeError("nothing to calibrate from: give a pairs CSV (path_a,path_b,label[,kind]), "
+                            "--from-feedback, or both", code="no_pairs"))
     try:
-        embedder = create_embedder(model, input_size=size, settings=settings)
-        calibration = calibrate_embedder(embedder, pairs_csv, groups_csv=groups, target_precision=target_precision,
-                                         feedback=settings if from_feedback else None, pooling=settings.pooling)
+        with progress("loading the model (its first use exports it to ONNX)", quiet=as_json) as update:
+            embedder = create_embedder(model, input_size=size, settings=settings)
+            update(description=f"calibrating {embedder.model_name}@{embedder.input_size}: scoring the pairs")
+            calibration = calibrate_embedder(embedder, pairs_csv, groups_csv=groups, target_precision=target_precision,
+                                             feedback=settings if from_feedback else None, pooling=settings.pooling)
         from lookalike.quality.calibration import write_calibration
 
         path = write_calibration(target, [calibration])
@@ -193,9 +204,9 @@ def calibrate(
     if as_json:
         print(json.dumps({"key": calibration.key, **calibration.entry(), "file": str(path)}))
         return
-    console.print(f"[bold]{calibration.key}[/bold]: match {calibration.match:.4f} ({calibration.method}), "
+    console.print(f"[bold]{escape(calibration.key)}[/bold]: match {calibration.match:.4f} ({calibration.method}), "
                   f"near_duplicate {calibration.near_duplicate:.4f}, similar {calibration.similar:.4f} "
-                  f"from {calibration.n_pairs} pairs -> {path}")
+                  f"from {calibration.n_pairs} pairs -> {escape(str(path))}")
     m = calibration.metrics
     console.print(f"  ROC-AUC {_fmt(m.get('roc_auc'))}  AP {_fmt(m.get('average_precision'))}  "
                   f"P {_fmt(m.get('precision_at_threshold'), 3)}  R {_fmt(m.get('recall_at_threshold'), 3)}  "

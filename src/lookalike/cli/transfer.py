@@ -13,11 +13,13 @@ from typing import Annotated, Literal, Optional
 import typer
 
 from lookalike.config import get_settings
-from lookalike.cli.common import console, err_console, fail  # noqa: F401
+from rich.markup import escape
+
+from lookalike.cli.common import console, fail, plural, progress
 from lookalike.errors import LookalikeError
 
 
-catalog_app = typer.Typer(help="Move catalogs between machines and vector stores (export/import).",
+catalog_app = typer.Typer(help="List catalogs, and move them between machines and vector stores (export/import).",
                           no_args_is_help=True)
 
 StoreOpt = Annotated[
@@ -43,13 +45,15 @@ def export_command(
     source: Literal["sqlite", "store"] = "store" if from_store else "sqlite"
     try:
         with Catalog(name, get_settings(), create=False) as catalog:
-            report = export_catalog(catalog, folder, source=source, overwrite=overwrite)
+            with progress(f"exporting {plural(len(catalog), 'image')} of {name} to {folder}", quiet=as_json):
+                report = export_catalog(catalog, folder, source=source, overwrite=overwrite)
     except LookalikeError as exc:
         fail(exc)
     if as_json:
         print(json.dumps(report.to_dict()))
         return
-    console.print(f"exported [bold]{report.count}[/bold] images of {name} ({report.store}) to {report.folder} "
+    console.print(f"exported [bold]{plural(report.count, 'image')}[/bold] of {name} ({report.store}) to "
+                  f"{escape(str(report.folder))} "
                   f"in {report.elapsed_s:.1f} s")
 
 
@@ -69,14 +73,15 @@ def import_command(
     if store_url:
         settings = settings.model_copy(update={"store_url": store_url})
     try:
-        report = import_catalog(folder, name, settings, store=store)
+        with progress(f"importing {folder} into the new catalog {name}", quiet=as_json):
+            report = import_catalog(folder, name, settings, store=store)
     except LookalikeError as exc:
         fail(exc)
     if as_json:
         print(json.dumps(report.to_dict()))
         return
     renumbered = f" ({report.id_map_changed} ids renumbered)" if report.id_map_changed else ""
-    console.print(f"imported [bold]{report.count}[/bold] images into {name} ({report.store}){renumbered} "
+    console.print(f"imported [bold]{plural(report.count, 'image')}[/bold] into {name} ({report.store}){renumbered} "
                   f"in {report.elapsed_s:.1f} s")
 
 

@@ -36,8 +36,9 @@ def model_status(spec: ModelSpec, settings: Settings) -> ModelStatus:
         return ModelStatus(spec, False, f"hub {source.location} (downloaded on first use; needs internet)", spec.dim)
     if source.kind == "file":
         return ModelStatus(spec, True, f"file ({spec.setting}.onnx): {source.location}", onnx_output_dim(source.location))
-    if source.kind == "package" and spec.package_weights and spec.package_weights.distribution:
-        return ModelStatus(spec, True, f"package {spec.package_weights.distribution}: {source.location}", spec.dim)
+    if source.kind == "package" and spec.package_weights is not None:  # the package's name, not the server's path
+        name = spec.package_weights.distribution or spec.package_weights.module
+        return ModelStatus(spec, True, f"package {name}", spec.dim)
     return ModelStatus(spec, True, f"{source.kind}: {source.location}", spec.dim)
 
 

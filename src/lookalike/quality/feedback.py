@@ -160,7 +160,9 @@ def add_catalog_pair(store: FeedbackStore, settings: Settings, catalog: str, id_
     check_label(label)
     db = catalog_dir(catalog, settings) / DB_FILE
     if not db.is_file():
-        raise NotFoundError(f"catalog {catalog!r} does not exist")
+        from lookalike.catalog.catalog import missing_catalog
+
+        raise missing_catalog(catalog, settings)
     meta = Metadata(db)
     try:
         records = []

@@ -38,7 +38,10 @@ async def compare_images(
     thresholds = thresholds_for(embedder.model_name, embedder.input_size, settings)
     compare = partial(compare_with, geometry=settings.geometric_check)
     result = await gate.run(compare, embedder, data_1, data_2, thresholds, cache)
-    timing = dict(result.timing_ms, total=(time.perf_counter() - started) * 1000.0)
+    total = (time.perf_counter() - started) * 1000.0
+    inside = result.timing_ms  # decode + embed + geometry = its total; the rest of the request is waiting
+    timing = {"decode": inside["decode"], "embed": inside["embed"], "geometry": inside["geometry"],
+              "wait": max(0.0, total - inside["decode"] - inside["embed"] - inside["geometry"]), "total": total}
     return CompareResult(
         model=result.model,
         input_size=result.input_size,
