@@ -110,3 +110,25 @@ def test_weights_dirs_follow_the_cache_dir(tmp_path, monkeypatch):
     monkeypatch.setenv("LOOKALIKE_CACHE_DIR", str(tmp_path / "cache"))
     assert Settings().weights_dirs == [tmp_path / "cache" / "weights"]
     assert Settings(weights_dirs=[tmp_path / "w"]).weights_dirs == [tmp_path / "w"]
+
+
+def test_reading_settings_stays_light():
+    """Checking default_model reads the model table, never torch or timm (the server and CLI start fast)."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from lookalike.config import Settings; Settings(); "
+            "print('torch' in sys.modules, 'timm' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                         env={**__import__("os").environ, "LOOKALIKE_CONFIG": "none"})
+    assert out.stdout.split() == ["False", "False"], out.stderr
+
+
+def test_a_list_setting_that_is_not_json_says_the_format(monkeypatch):
+    monkeypatch.setenv("LOOKALIKE_CONFIG", "none")
+    monkeypatch.setenv("LOOKALIKE_ALLOWED_INPUT_SIZES", "224,240")
+    with pytest.raises(ConfigError) as caught:
+        Settings()
+    assert caught.value.message.startswith(
+        "setting allowed_input_sizes: LOOKALIKE_ALLOWED_INPUT_SIZES='224,240' cannot be parsed")
+    assert "LOOKALIKE_ALLOWED_INPUT_SIZES='[224, 240, 260, 416, 512]'" in caught.value.message

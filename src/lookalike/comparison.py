@@ -89,6 +89,8 @@ def _prepare(embedder: Embedder, source: ImageSource, cache: EmbeddingCache | No
     try:
         return _prepare_image(embedder, source, cache)
     except (BadImageError, ImageTooLargeError) as exc:
+        if label in exc.message:  # "cannot read a.jpg: ..." already names it
+            raise
         raise type(exc)(f"{label}: {exc.message}", status=exc.status, code=exc.code) from exc
 
 

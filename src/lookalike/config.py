@@ -13,7 +13,9 @@ file warn (``ConfigWarning``) with the closest valid name. ``LOOKALIKE_CONFIG=no
 from __future__ import annotations
 
 import difflib
+import json
 import os
+import re
 import tomllib
 import warnings
 from functools import lru_cache
@@ -28,6 +30,7 @@ from pydantic_settings import (
     NoDecode,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
+    SettingsError,
     TomlConfigSettingsSource,
 )
 
@@ -113,6 +116,19 @@ def _value_source(name: str) -> str:
     return "argument"
 
 
+def _explain_unparsable(exc: SettingsError, settings_cls: type[BaseSettings]) -> str:
+    """pydantic-settings' 'error parsing value for field "x"' as the variable, its value and an example."""
+    match = re.search(r'field "([^"]+)"', str(exc))
+    name = match.group(1) if match else "?"
+    env_name = f"{ENV_PREFIX}{name.upper()}"
+    value = os.environ.get(env_name)
+    shown = f"={value!r}" if value is not None else ""
+    field = settings_cls.model_fields.get(name)
+    example = json.dumps(field.get_default(call_default_factory=True), default=str) if field is not None else "..."
+    return (f"setting {name}: {env_name}{shown} cannot be parsed: lists and tables in environment variables "
+            f"are JSON.\n  Fix: e.g. {env_name}='{example}' (the default), or unset {env_name}.")
+
+
 def _explain(exc: ValidationError, settings_cls: type[BaseSettings]) -> str:
     """A pydantic ValidationError as a few lines: setting, value, source, what is expected, how to fix."""
     lines = []
@@ -180,6 +196,8 @@ class Settings(BaseSettings):
             super().__init__(**values)
         except ValidationError as exc:
             raise ConfigError(_explain(exc, type(self)), code="bad_setting") from None
+        except SettingsError as exc:  # an env value that should be JSON (a list, a table) is not
+            raise ConfigError(_explain_unparsable(exc, type(self)), code="bad_setting") from None
 
     # --- models -------------------------------------------------------------------------------
     models: dict[str, DeclaredModel] = Field(

@@ -109,6 +109,11 @@ class LookalikeTyper(typer.Typer):
                 fail(exc)
             except typer.Exit as done:
                 sys.exit(done.exit_code)
+        except OSError as exc:  # a file or folder the user named cannot be read or written
+            if debug_enabled():
+                raise
+            _print_error(f"{exc.strerror or exc}: {exc.filename}" if exc.filename else str(exc))
+            sys.exit(2)
         except Exception as exc:  # a bug, not a user mistake: one line and how to see more
             if debug_enabled():
                 raise
