@@ -19,7 +19,7 @@ import numpy as np
 from PIL import Image
 
 from lookalike.config import Backend, Settings, get_settings
-from lookalike.errors import LookalikeError
+from lookalike.errors import DependencyMissingError, LookalikeError, ModelMisconfiguredError
 from lookalike.imaging import ImageLimits, ImageSource, Preprocessing, load_image
 from lookalike.models.registry import ModelSpec, check_input_size, resolve_model
 
@@ -227,8 +227,8 @@ def openvino_forward(
     try:
         import openvino as ov
     except ImportError as exc:
-        raise LookalikeError("backend 'openvino' needs `pip install lookalike[openvino]`", status=503,
-                             code="backend_unavailable") from exc
+        raise DependencyMissingError("backend 'openvino' needs `pip install lookalike[openvino]`",
+                                     code="backend_unavailable") from exc
     if latency:
         streams = 1
         config: dict[str, object] = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_NUM_THREADS": threads}
@@ -353,7 +353,7 @@ def _model_error(spec: ModelSpec, field: str, problem: str) -> LookalikeError:
         setting = " / ".join(f"{spec.setting}.{f}" for f in fields)
     else:
         setting = f"weights_files.{spec.name}"
-    return LookalikeError(f"model {spec.name}: {problem} (check {setting})", status=503, code="model_misconfigured")
+    return ModelMisconfiguredError(f"model {spec.name}: {problem} (check {setting})")
 
 
 def _checked_output_dim(spec: ModelSpec, forward: Forward, preprocessing: Preprocessing) -> int:

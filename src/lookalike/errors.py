@@ -54,6 +54,21 @@ class WeightsUnavailableError(LookalikeError):
     code = "weights_unavailable"
 
 
+class ModelMisconfiguredError(LookalikeError):
+    """A declared or configured model does not work as set up; the message names the setting (503: config,
+    not the caller's input)."""
+
+    status = 503
+    code = "model_misconfigured"
+
+
+class ExportFailedError(LookalikeError):
+    """Turning a model into ONNX failed: a fault on the server's side, with the exporter's own words."""
+
+    status = 500
+    code = "export_failed"
+
+
 class ModelDisabledError(LookalikeError):
     status = 403
     code = "model_disabled"

@@ -19,9 +19,9 @@ from pathlib import Path
 from typing import Any, Literal
 
 from lookalike.config import Settings
-from lookalike.errors import LookalikeError, WeightsUnavailableError
+from lookalike.errors import ExportFailedError, WeightsUnavailableError
 from lookalike.models.registry import ModelSpec, resolve_model
-from lookalike.models.weights import WeightsSource, require_weights
+from lookalike.models.weights import WeightsSource, missing_weights_message, require_weights
 
 Pooling = Literal["avg", "gem", "max"]
 ONNX_OPSET = 17
@@ -103,8 +103,7 @@ def _export_in_child(spec: ModelSpec, size: int, source: WeightsSource, out: Pat
     if done.returncode == 3:
         raise WeightsUnavailableError(done.stderr.strip().splitlines()[-1] if done.stderr.strip() else "weights unavailable")
     if done.returncode != 0:
-        raise LookalikeError(f"ONNX export of {spec.name} failed: {done.stderr.strip()[-2000:]}", status=500,
-                             code="export_failed")
+        raise ExportFailedError(f"ONNX export of {spec.name} failed: {done.stderr.strip()[-2000:]}")
 
 
 def build_torch_model(spec: ModelSpec, source: WeightsSource | None, *, pooling: Pooling = "avg"):
@@ -121,10 +120,10 @@ def build_torch_model(spec: ModelSpec, source: WeightsSource | None, *, pooling:
         try:
             model = timm.create_model(source.location.removeprefix("timm/"), pretrained=True)
         except Exception as exc:  # network, missing file, auth: all mean "no weights here"
-            raise WeightsUnavailableError(
-                f"could not fetch {source.location} from the hub ({type(exc).__name__}); "
-                f"put {spec.weight_files[0] if spec.weight_files else spec.name + '.pth'} in a weights folder"
-            ) from exc
+            from lookalike.config import get_settings  # the folder and hub setting the message names
+
+            raise WeightsUnavailableError(missing_weights_message(
+                spec, get_settings(), reason=f"could not fetch {source.location} from the hub ({type(exc).__name__})")) from exc
     elif source.remap == "by_position":
         model = timm.create_model(spec.name, pretrained=False)
         state = torch.load(source.location, map_location="cpu", weights_only=True)

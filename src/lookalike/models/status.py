@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from lookalike.config import Settings
 from lookalike.errors import WeightsUnavailableError
 from lookalike.models.registry import ModelSpec, list_models, onnx_output_dim
-from lookalike.models.weights import find_weights, hub_cached
+from lookalike.models.weights import find_weights, hub_cached, missing_weights_message
 
 
 @dataclass(frozen=True)
@@ -26,10 +26,7 @@ def model_status(spec: ModelSpec, settings: Settings) -> ModelStatus:
     except WeightsUnavailableError as exc:
         return ModelStatus(spec, False, exc.message, spec.dim)
     if source is None:
-        folder = settings.weights_dirs[0] if settings.weights_dirs else "a weights folder"
-        wanted = spec.weight_files[0] if spec.weight_files else f"{spec.name}.pth"
-        hub = "" if settings.allow_hub_download or not spec.hub_tag else " (or allow_hub_download = true, online)"
-        return ModelStatus(spec, False, f"missing: put {wanted} in {folder} (weights_dirs){hub}", spec.dim)
+        return ModelStatus(spec, False, "missing: " + missing_weights_message(spec, settings), spec.dim)
     if source.kind == "hub":
         if hub_cached(spec):
             return ModelStatus(spec, True, f"hub {source.location} (cached)", spec.dim)
