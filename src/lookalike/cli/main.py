@@ -12,7 +12,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from lookalike.config import get_settings
-from lookalike.cli.common import LookalikeTyper, ModelOpt, SizeOpt, console, err_console, fail, progress
+from lookalike.cli.common import LookalikeTyper, ModelOpt, SizeOpt, console, fail, progress
 from lookalike.errors import LookalikeError
 
 app = LookalikeTyper(
@@ -116,7 +116,6 @@ def export(model: Annotated[str, typer.Argument(help="model name or alias")], si
     except LookalikeError as exc:
         fail(exc)
     print(exported.onnx_path)  # plain print: one whole line, so $(lookalike export NAME) is the path
-    err_console.print(f"dim {exported.dim}, {exported.meta.get('pooling', settings.pooling)} pooling", highlight=False)
 
 
 @app.command()
