@@ -318,7 +318,7 @@ def create_embedder(
         import torch
 
         torch.set_num_threads(threads)
-        model = build_torch_model(spec, require_weights(spec, settings), pooling=pooling)  # type: ignore[arg-type]
+        model = build_torch_model(spec, require_weights(spec, settings), pooling=pooling, size=size)  # type: ignore[arg-type]
         forward = torch_forward(model)
         dim = int(forward(np.zeros((1, 3, size, size), dtype=np.float32)).shape[1])
     else:
