@@ -82,7 +82,8 @@ class Embedder:
         return self.encode_arrays(self.preprocessing.to_array(images))
 
     def encode_arrays(self, batch: np.ndarray) -> np.ndarray:
-        """Preprocessed NCHW float32 -> normalized embeddings, in chunks of ``batch_size``."""
+        """A batch from ``preprocessing.to_array`` (NCHW float32, or what an ONNX-file model takes)
+        -> normalized embeddings, in chunks of ``batch_size``."""
         out = [self.forward(batch[i : i + self.batch_size]) for i in range(0, len(batch), self.batch_size)]
         return l2_normalize(np.concatenate(out, axis=0))
 

@@ -21,7 +21,7 @@ from typing import Any, Literal
 from lookalike.config import Settings
 from lookalike.errors import LookalikeError, WeightsUnavailableError
 from lookalike.models.registry import ModelSpec, resolve_model
-from lookalike.models.weights import WeightsSource, require_weights
+from lookalike.models.weights import WeightsSource, find_weights, require_weights
 
 Pooling = Literal["avg", "gem", "max"]
 ONNX_OPSET = 17
@@ -62,7 +62,9 @@ def cached_export(spec: ModelSpec, size: int, pooling: Pooling, settings: Settin
     if spec.is_onnx_file:
         return onnx_file_model(spec, size, settings)
     pooling = spec.own_pooling or pooling  # type: ignore[assignment]
-    source = require_weights(spec, settings)
+    source = find_weights(spec, settings)  # no hub probe: an export made earlier needs no network
+    if source is None:
+        return None
     path = onnx_cache_dir(settings) / f"{export_key(spec, size, pooling, source)}.onnx"
     meta_path = path.with_suffix(".json")
     if path.is_file() and meta_path.is_file():
