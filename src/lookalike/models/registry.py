@@ -5,6 +5,10 @@ timm's pretrained config, where weights can come from), and nothing about a mode
 if/else at call sites. Importing this module is cheap: it touches neither torch nor timm, so the
 server and ``lookalike models`` stay light. ``tests/models/test_registry.py`` checks the copied
 preprocessing values against timm's own pretrained configs.
+
+Three kinds of rows: timm CNNs and ViTs (exported to ONNX by us), ready-made ONNX files shipped
+in a package (SSCD, ``format="onnx"``), and ONNX files declared in the config (``[models.NAME]``,
+the same mechanism, registered when a ``Settings`` holding them is built).
 """
 
 from __future__ import annotations
