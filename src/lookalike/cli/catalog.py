@@ -101,31 +101,38 @@ def search(
     k: Annotated[int, typer.Option("-k", "--top", min=1, max=1000, help="how many results")] = 10,
     as_json: Annotated[bool, typer.Option("--json", help="print one JSON object")] = False,
 ) -> None:
-    """The k catalog images most similar to IMAGE."""
+    """The k catalog images most similar to IMAGE, verified by local features and ordered by rank."""
     from lookalike.catalog.catalog import Catalog
-    from lookalike.imaging import content_hash
+    from lookalike.catalog.search import search_image
 
     settings = get_settings()
     try:
         with Catalog(catalog, settings, create=False) as cat:
-            data = image.read_bytes()
             started = time.perf_counter()
-            vector = cat.embedder().encode([data])
-            results = cat.search(vector, k, query_hash=content_hash(data), query_image=data)[0]
+            answer = search_image(cat, image, k)
             elapsed_ms = (time.perf_counter() - started) * 1000
             model, size, thresholds = cat.model, cat.input_size, cat.thresholds
     except LookalikeError as exc:
         fail(exc)
     if as_json:
-        print(json.dumps({"query": {"id": None, "filename": image.name}, "model": model, "input_size": size,
-                          "results": [r.to_dict() for r in results]}, indent=2))
+        print(json.dumps({"query": {"id": None, "filename": image.name}, "model": model, "input_size": size}
+                         | answer.to_dict(), indent=2))
         return
-    table = Table(title=f"{image.name} in catalog {catalog} ({model}@{size}, {elapsed_ms:.0f} ms)")
-    for column, justify in (("#", "right"), ("id", "right"), ("score", "right"), ("cosine", "right"),
-                            ("verdict", "left"), ("path", "left")):
-        table.add_column(column, justify=justify)  # type: ignore[arg-type]
-    for rank, r in enumerate(results, 1):
-        table.add_row(str(rank), str(r.record.id), f"{r.score:.4f}", f"{r.cosine:.4f}", r.verdict, r.record.path or "")
+    reranked = answer.order == "rank_score"
+    order = (f"order: rank = cosine + min(inliers, 100)/100 over the top {answer.reranked} by cosine"
+             if reranked else "order: cosine")
+    table = Table(title=f"{image.name} in catalog {catalog} ({model}@{size}, {elapsed_ms:.0f} ms)", caption=order)
+    columns = [("#", "right"), ("id", "right")]
+    columns += [("rank", "right"), ("inliers", "right")] if reranked else []
+    columns += [("score", "right"), ("cosine", "right"), ("verdict", "left"), ("path", "left")]
+    for column, justify in columns:
+        table.add_column(column, justify=justify, style="bold" if column == ("rank" if reranked else "cosine") else None)  # type: ignore[arg-type]
+    for rank, r in enumerate(answer.results, 1):
+        row = [str(rank), str(r.record.id)]
+        if reranked:
+            row += [f"{r.to_dict()['rank_score']:.4f}", "-" if r.inliers is None else str(r.inliers)]
+        row += [f"{r.score:.4f}", f"{r.cosine:.4f}", r.verdict, r.record.path or ""]
+        table.add_row(*row)
     console.print(table)
     console.print(f"verdict thresholds (score): near_duplicate >= {thresholds.near_duplicate:.3f}, "
                   f"similar >= {thresholds.similar:.3f} ({escape(thresholds.source)})")

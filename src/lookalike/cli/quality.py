@@ -144,7 +144,8 @@ def eval_groups(
         for scorer in scorers:
             similarity = scorer.similarity_matrix(groups.paths)
             if scorer is main and top:
-                similarity = rerank_similarity(similarity, groups.paths, top)
+                similarity = rerank_similarity(similarity, groups.paths, top, main.embedder.limits,
+                                               main.embedder.preprocessing.decode_side)
             results.append((scorer, group_metrics_from_similarity(similarity, groups.groups)))
     except LookalikeError as exc:
         fail(exc)
