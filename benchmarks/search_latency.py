@@ -34,7 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import DEV_DATA, REPO, Server, bench_settings, dev_images, markdown_table, percentile, write_result
 
 DATA = REPO / ".lookalike" / "bench-cache" / "search_latency"
-COPIES = 320
+COPIES = 200
 BIG = 100_000
 
 
@@ -66,8 +66,8 @@ def build_small(settings) -> int:  # noqa: ANN001
         rng = random.Random(13)
         tmp = DATA / "copies.tmp"
         tmp.mkdir(parents=True, exist_ok=True)
-        originals = sorted((DEV_DATA / "pairs" / "originals").glob("*.jpg"))
-        for i, path in enumerate(rng.sample(originals, min(COPIES, len(originals)))):
+        photos = dev_images()
+        for i, path in enumerate(rng.sample(photos, min(COPIES, len(photos)))):
             (tmp / f"copy_{i:03d}_{path.stem}.jpg").write_bytes(edited(path.read_bytes(), rng))
         tmp.rename(copies)
     with Catalog("dev", settings) as cat:
@@ -195,7 +195,7 @@ def main(argv: list[str] | None = None) -> int:
     ratio = percentile(server_rows[1][1], 50) / compare_p50
     sections = [
         f"## (a) One server, one run: search vs compare\n\n"
-        f"Catalog `dev`: {size} images ({size - COPIES} DEV photos + {COPIES} generated edited copies), "
+        f"Catalog `dev`: {size} images (the DEV photos, less byte-identical files, + {COPIES} generated edited copies), "
         f"local features stored at index time. Queries: fresh edited copies of DEV photos (not in the catalog) "
         f"alternating with DEV group photos; compare: pairs of distinct DEV photos; embedding cache off; "
         f"{args.rounds} rounds, round-robin. Search answers: order {info['order']}, "

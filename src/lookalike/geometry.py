@@ -392,12 +392,16 @@ class StoredFeatures:
     fine: KeypointSet
     coarse: KeypointSet
     gray_jpeg: bytes
+    _gray: list = field(default_factory=list, init=False, compare=False, repr=False)
 
     @property
     def gray(self) -> np.ndarray:
+        """Decoded on first use (only a fit with enough inliers to matter is checked densely)."""
         import cv2
 
-        return cv2.imdecode(np.frombuffer(self.gray_jpeg, np.uint8), cv2.IMREAD_GRAYSCALE)
+        if not self._gray:
+            self._gray.append(cv2.imdecode(np.frombuffer(self.gray_jpeg, np.uint8), cv2.IMREAD_GRAYSCALE))
+        return self._gray[0]
 
 
 def features_for(image: Image.Image) -> bytes:
@@ -609,6 +613,16 @@ def rerank_fits(query: QueryFeatures, candidates: list[StoredFeatures | None], c
     return fits
 
 
+class _LazyGray:
+    """A candidate's grey image, decoded only if a fit needs the dense check."""
+
+    def __init__(self, candidate: StoredFeatures) -> None:
+        self.candidate = candidate
+
+    def get(self) -> np.ndarray:
+        return self.candidate.gray
+
+
 def _tried(query_keys: KeypointSet, candidate_keys: KeypointSet, query_gray, candidate_gray,  # noqa: ANN001
            flipped: bool, n: int) -> GeometryResult:
     """One orientation of the copy check; no fit where too few matches exist to matter."""
@@ -616,6 +630,10 @@ def _tried(query_keys: KeypointSet, candidate_keys: KeypointSet, query_gray, can
     if matches.bound < ALIGNED[0]:  # fewer inliers than any copy rule asks for: the verdict cannot change
         return GeometryResult(0, n, 0.0, flipped, -1.0)
     inliers, transform = fit_matches(query_keys.xy, candidate_keys.xy, matches)
+    if inliers < ALIGNED[0]:
+        return GeometryResult(inliers, n, inliers / n, flipped, -1.0)
+    if isinstance(candidate_gray, _LazyGray):
+        candidate_gray = candidate_gray.get()
     return GeometryResult(inliers, n, inliers / n, flipped, _ncc(query_gray, candidate_gray, transform))
 
 
@@ -631,12 +649,12 @@ def check_copy(query: QueryFeatures, candidate: StoredFeatures, first: Fit | Non
     near-duplicate line, where on the DEV pairs they never changed a verdict:
     benchmarks/results/search_rerank.md)."""
     keypoints = keypoints or TIER_KEYPOINTS
-    gray = candidate.gray
+    gray = _LazyGray(candidate)
     q_fine, c_fine = query.fine.head(keypoints), candidate.fine.head(keypoints)
     n = max(1, min(len(q_fine), len(c_fine)))
     if first is not None:
         best = GeometryResult(first.inliers, n, first.inliers / n, False,
-                              _ncc(query.gray, gray, first.transform) if first.inliers >= ALIGNED[0] else -1.0)
+                              _ncc(query.gray, gray.get(), first.transform) if first.inliers >= ALIGNED[0] else -1.0)
     else:
         best = _tried(q_fine, c_fine, query.gray, gray, False, n)
     if not other_tries:

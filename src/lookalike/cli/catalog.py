@@ -119,7 +119,9 @@ def search(
                          | answer.to_dict(), indent=2))
         return
     reranked = answer.order == "rank_score"
-    order = (f"order: rank = cosine + min(inliers, 100)/100 over the top {answer.reranked} by cosine"
+    from lookalike.geometry import RERANK_INLIER_CAP as cap
+
+    order = (f"order: rank = cosine + min(inliers, {cap})/{cap} over the top {answer.reranked} by cosine"
              if reranked else "order: cosine")
     table = Table(title=f"{image.name} in catalog {catalog} ({model}@{size}, {elapsed_ms:.0f} ms)", caption=order)
     columns = [("#", "right"), ("id", "right")]
