@@ -1,108 +1,172 @@
-"""What an image query costs once catalog search verifies and re-ranks its head by local features.
+"""Search re-ranking and tier checks from stored local features: recall and cost per variant.
 
-An image search embeds the query, asks the index for the top ``search_rerank_top`` hits, then
-decodes each hit and matches local features against the query (``Catalog._verify``). With a cold
-feature cache (a fresh server, or hits it has not seen) decoding and finding corners dominates, and
-those run in OpenCV / Pillow without the GIL, so the hits are split over two cores
-(``parallel.side_by_side``). This measures, interleaved in one run on one catalog of DEV photos:
+Catalog search re-ranks the top ``search_rerank_top`` (50) hits by cosine + capped inliers of a
+fitted similarity transform (``catalog.search.rerank_head``) and re-decides the tiers of the
+returned hits (``geometry.check_copy``). This measures, on the DEV data, in one run:
 
-- ``embedding order``: ``search_rerank_top = 0`` and no verification (``query_image=None``);
-- ``re-rank, one core``: the hits checked in the calling thread only (the shared pool disabled,
-  which is how a one-core machine runs it);
-- ``re-rank, two cores``: as shipped;
+- (a) DEV view groups (leave-one-out over the 140 group photos, the order search returns):
+  Recall@1 / Recall@4 / mAP of each re-rank variant, and its cost per query as search runs it
+  (keep the top 10: candidates that cannot reach them are not fitted), features in memory;
+- (b) DEV pairs whose score leaves the tier open: the search's tier check (stored features, the
+  mirror on the query side, 300 corners; mirror and second look only at near-duplicate scores)
+  against ``/v1/compare``'s full check (``match_features``, 1000 corners): agreement, F1, cost.
 
-each with the feature cache emptied before every query (cold) and kept (warm).
+Variants: corners matched (query x catalog image), matcher, inlier cap. ``before`` is the
+re-rank as it shipped before stored features: 1000 x 1000 corners, one OpenCV brute-force
+matcher per hit, cap 100 (its features were also decoded and found per hit, not counted here).
 
-Run: ``nice -n 15 python benchmarks/search_rerank.py`` (builds the catalog once under
-``.lookalike/bench-cache/search_rerank``; writes ``benchmarks/results/search_rerank.md``).
+Run: ``nice -n 15 python benchmarks/search_rerank.py`` (writes ``benchmarks/results/search_rerank.md``).
 """
 
 from __future__ import annotations
 
+import csv
 import sys
 import time
 from pathlib import Path
 
+import numpy as np
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import BENCH_CACHE, DEV_DATA, REPO, markdown_table, percentile, write_result
+from _common import DEV_DATA, bench_settings, markdown_table, percentile, write_result
 
-import lookalike.parallel as parallel
-from lookalike.catalog.catalog import Catalog
-from lookalike.catalog.indexer import index_folder
-from lookalike.config import Settings
-from lookalike.imaging import content_hash
+import lookalike.geometry as geometry
+from lookalike.catalog.search import rerank_head
+from lookalike.quality.evaluation import group_metrics_from_similarity, load_groups
 
-DATA = REPO / ".lookalike" / "bench-cache" / "search_rerank"
-QUERIES = 24
-ROUNDS = 2
-
-
-def settings() -> Settings:
-    weights = [BENCH_CACHE / "weights", DEV_DATA.parent / "weights"]
-    return Settings(cache_dir=BENCH_CACHE, weights_dirs=[w for w in weights if w.is_dir()], allow_hub_download=False,
-                    data_dir=DATA)
-
-
-def catalog(config: Settings) -> Catalog:
-    """The DEV photos (pairs and groups, about 680 images) indexed once."""
-    cat = Catalog("dev", config)
-    if len(cat) == 0:
-        index_folder(DEV_DATA, cat)
-    return cat
+HEAD = 50
+KEEP = 10
+SHIPPED = (geometry.RERANK_QUERY_KEYPOINTS, geometry.RERANK_KEYPOINTS, geometry.RERANK_INLIER_CAP)
+VARIANTS = [  # (name, query corners, catalog corners, cap, matcher)
+    ("before: 1000 x 1000, OpenCV per hit, cap 100", 1000, 1000, 100, "opencv"),
+    ("1000 x 1000, FAISS reverse, cap 100", 1000, 1000, 100, "faiss"),
+    ("300 x 300, OpenCV per hit, cap 30", 300, 300, 30, "opencv"),
+    ("300 x 300, FAISS reverse, cap 30", 300, 300, 30, "faiss"),
+    (f"{SHIPPED[0]} x {SHIPPED[1]}, FAISS reverse, cap {SHIPPED[2]} (shipped)", *SHIPPED, "faiss"),
+    ("400 x 300, FAISS reverse, cap 50", 400, 300, 50, "faiss"),
+    ("200 x 200, FAISS reverse, cap 20", 200, 200, 20, "faiss"),
+]
 
 
-def one_query(cat: Catalog, data: bytes, *, verify: bool, cold: bool) -> float:
-    if cold:
-        with cat._features_lock:  # a benchmark may empty the cache the way a fresh process starts
-            cat._features.clear()
-    start = time.perf_counter()
-    vector = cat.embedder().encode([data])
-    cat.search(vector, 10, query_hash=content_hash(data), query_image=data if verify else None)
-    return (time.perf_counter() - start) * 1000.0
+def groups_part(embedder) -> list[list]:  # noqa: ANN001
+    groups = load_groups(DEV_DATA / "groups.csv")
+    images = [embedder.load(p) for p in groups.paths]
+    vectors = embedder.encode_decoded(images)
+    similarity = (vectors @ vectors.T + 1.0) / 2.0
+    stored_fine = geometry.STORED_FINE
+    geometry.STORED_FINE = 1000  # keep every corner; each variant takes its strongest N (what storing N keeps)
+    try:
+        stored = [geometry.unpack_features(geometry.features_for(image)) for image in images]
+    finally:
+        geometry.STORED_FINE = stored_fine
+    queries = [geometry.QueryFeatures(image) for image in images]
+    plain = group_metrics_from_similarity(similarity, groups.groups)
+    rows = [["embedding order (no re-rank)", f"{plain.recall_at_1:.3f}", f"{plain.recall_at_4:.3f}",
+             f"{plain.map:.3f}", "-", "-"]]
+    saved = (geometry.RERANK_QUERY_KEYPOINTS, geometry.RERANK_KEYPOINTS, geometry.RERANK_INLIER_CAP,
+             geometry.reverse_ratio_matches)
+    try:
+        for name, q_corners, c_corners, cap, matcher in VARIANTS:
+            geometry.RERANK_QUERY_KEYPOINTS, geometry.RERANK_KEYPOINTS, geometry.RERANK_INLIER_CAP = q_corners, c_corners, cap
+            geometry.reverse_ratio_matches = saved[3] if matcher == "faiss" else geometry.ratio_matches
+            out = similarity.copy()
+            costs = []
+            for q in range(len(images)):
+                row = similarity[q].copy()
+                row[q] = -np.inf
+                head = np.argsort(-row, kind="stable")[:HEAD]
+                cosines = [2.0 * similarity[q, j] - 1.0 for j in head]
+                candidates = [stored[j] for j in head]
+                ranked = rerank_head(queries[q], candidates, cosines, keep=len(head))  # the full order, for mAP
+                for i, j in enumerate(head):
+                    out[q, j] = (ranked.keys[i] + 1.0) / 2.0
+                started = time.perf_counter()
+                pruned = rerank_head(queries[q], candidates, cosines, keep=KEEP)  # what search runs
+                costs.append((time.perf_counter() - started) * 1000.0)
+                assert pruned.order[:KEEP] == ranked.order[:KEEP]
+            m = group_metrics_from_similarity(out, groups.groups)
+            costs.sort()
+            rows.append([name, f"{m.recall_at_1:.3f}", f"{m.recall_at_4:.3f}", f"{m.map:.3f}",
+                         f"{percentile(costs, 50):.1f}", f"{percentile(costs, 95):.1f}"])
+            print(rows[-1], flush=True)
+    finally:
+        (geometry.RERANK_QUERY_KEYPOINTS, geometry.RERANK_KEYPOINTS, geometry.RERANK_INLIER_CAP,
+         geometry.reverse_ratio_matches) = saved
+    return rows
+
+
+def pairs_part(embedder, thresholds) -> list[list]:  # noqa: ANN001
+    rows = list(csv.DictReader((DEV_DATA / "pairs.csv").open()))
+    paths = sorted({r[k] for r in rows for k in ("path_a", "path_b")})
+    images = {p: embedder.load(DEV_DATA / p) for p in paths}
+    vectors = dict(zip(paths, embedder.encode_decoded([images[p] for p in paths])))
+    full: dict[str, object] = {}
+    query: dict[str, object] = {}
+    stored: dict[str, object] = {}
+    decisions: dict[str, list[bool]] = {"compare": [], "search": []}
+    costs: dict[str, list[float]] = {"compare": [], "search": []}
+    labels = []
+    for r in rows:
+        a, b = r["path_a"], r["path_b"]
+        score = float((vectors[a] @ vectors[b] + 1.0) / 2.0)
+        tier = thresholds.tier(score)
+        if not geometry.needs_check(score, thresholds, tier):
+            continue
+        labels.append(int(r["label"]))
+        for name in (a, b):
+            if name not in full:
+                full[name] = geometry.local_features(images[name])
+        query.setdefault(a, geometry.QueryFeatures(images[a]))
+        stored.setdefault(b, geometry.unpack_features(geometry.features_for(images[b])))
+        started = time.perf_counter()
+        verdict = geometry.decide_tier(score, thresholds, geometry.match_features(full[a], full[b]))
+        costs["compare"].append((time.perf_counter() - started) * 1000.0)
+        decisions["compare"].append(thresholds.is_match(score, verdict))
+        started = time.perf_counter()
+        evidence = geometry.check_copy(query[a], stored[b], other_tries=score >= thresholds.near_duplicate)
+        verdict = geometry.decide_tier(score, thresholds, evidence)
+        costs["search"].append((time.perf_counter() - started) * 1000.0)
+        decisions["search"].append(thresholds.is_match(score, verdict))
+    labels_arr = np.array(labels)
+    reference = np.array(decisions["compare"])
+    out = []
+    for name, label in (("compare", "`/v1/compare`'s check (match_features, 1000 corners, every try)"),
+                        ("search", "search's check (stored features, 300 corners, tries gated)")):
+        got = np.array(decisions[name])
+        tp, fp = int((got & (labels_arr == 1)).sum()), int((got & (labels_arr == 0)).sum())
+        fn = int((~got & (labels_arr == 1)).sum())
+        ordered = sorted(costs[name])
+        out.append([label, len(got), f"{np.mean(got == reference):.3f}", f"{2 * tp / max(2 * tp + fp + fn, 1):.3f}",
+                    f"{percentile(ordered, 50):.2f}", f"{percentile(ordered, 95):.2f}"])
+    return out
 
 
 def main() -> int:
-    config = settings()
-    cat = catalog(config)
-    queries = [p.read_bytes() for p in sorted((DEV_DATA / "groups").rglob("*.jpg"))[:QUERIES]]
-    one_query(cat, queries[0], verify=True, cold=True)  # load the model, warm the index
-    pool = parallel._pool
-    modes = {
-        "embedding order": dict(verify=False, cores=2),
-        "re-rank, one core": dict(verify=True, cores=1),
-        "re-rank, two cores (shipped)": dict(verify=True, cores=2),
-    }
-    times: dict[tuple[str, str], list[float]] = {}
-    try:
-        for _ in range(ROUNDS):
-            for data in queries:
-                for cache in ("cold", "warm"):
-                    for name, mode in modes.items():
-                        parallel._pool = pool if mode["cores"] == 2 else (lambda: None)
-                        if cache == "warm":  # the hits' features in memory, as on a repeated query
-                            one_query(cat, data, verify=mode["verify"], cold=False)
-                        ms = one_query(cat, data, verify=mode["verify"], cold=cache == "cold")
-                        times.setdefault((name, cache), []).append(ms)
-    finally:
-        parallel._pool = pool
-        cat.close()
-    base = {cache: percentile(sorted(times[("embedding order", cache)]), 50) for cache in ("cold", "warm")}
-    rows = []
-    for (name, cache), values in times.items():
-        ordered = sorted(values)
-        p50 = percentile(ordered, 50)
-        rows.append([name, cache, f"{p50:.0f}", f"{percentile(ordered, 95):.0f}", f"{p50 / base[cache]:.1f}x"])
-    rows.sort(key=lambda r: (r[1], r[0]))
+    from lookalike.embed import create_embedder
+    from lookalike.similarity import thresholds_for
+
+    settings = bench_settings()
+    embedder = create_embedder(None, settings=settings)
+    thresholds = thresholds_for(embedder.model_name, embedder.input_size, settings)
+    group_rows = groups_part(embedder)
+    pair_rows = pairs_part(embedder, thresholds)
     body = "\n".join([
-        f"Catalog: {len(Catalog('dev', config, create=False))} DEV photos; {len(queries)} group photos as queries, "
-        f"{ROUNDS} rounds, modes interleaved per query; top 10 returned, head of "
-        f"{config.search_rerank_top} verified and re-ranked (`search_rerank_top`).",
-        "`cold`: the catalog's local-feature cache emptied before the query (every hit decoded and its",
-        "corners found); `warm`: the same query just ran, so the hits' features are in memory.",
+        f"## (a) Re-rank variants on the DEV view groups ({HEAD} top hits by cosine re-ranked)",
         "",
-        markdown_table(["mode", "feature cache", "p50 ms", "p95 ms", "vs embedding order"], rows),
+        "Recall and mAP over the order search returns (`rerank_head`, each image its own query, leave-one-out); "
+        f"cost: one query's re-rank as search runs it (the top {KEEP} kept), stored features in memory, "
+        "the query's features made once (not counted), in ms on this machine in this run.",
+        "",
+        markdown_table(["variant", "Recall@1", "Recall@4", "mAP", "re-rank p50 ms", "p95 ms"], group_rows),
+        "",
+        "## (b) Tier check on the DEV pairs the score leaves open",
+        "",
+        "Is-match decisions (near_duplicate or above) of each check; agreement is with compare's; "
+        "cost per pair, features made once per image (not counted).",
+        "",
+        markdown_table(["check", "pairs", "agreement with compare", "F1 vs labels", "p50 ms", "p95 ms"], pair_rows),
     ])
-    write_result("search_rerank", "Image search with local-feature re-ranking: cost per query", body,
+    write_result("search_rerank", "Search re-rank and tier check from stored features: recall and cost", body,
                  "nice -n 15 python benchmarks/search_rerank.py")
     return 0
 

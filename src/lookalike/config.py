@@ -262,8 +262,8 @@ class Settings(BaseSettings):
     )
     search_rerank_top: int = Field(
         50, ge=0, le=200, description="image searches re-rank this many top hits by local-feature matches "
-        "(geometry.rerank_score: DEV groups R@1 0.54 -> 0.61, R@4 0.84 -> 0.96; ~0.3 s per query warm, "
-        "~0.6 s cold, benchmarks/results/search_rerank.md); 0 = embedding order (the top 10 still get "
+        "against each image's stored features (catalog/search.py, geometry.rerank_key; recall and cost: "
+        "benchmarks/results/search_rerank.md, search_latency.md); 0 = embedding order (the top 10 still get "
         "verified tiers while geometric_check is on)"
     )
     catalog_commit_every: int = Field(256, ge=1, description="images per committed indexing batch")

@@ -316,11 +316,360 @@ def refine_tier(a, b, score: float, thresholds, tier: Tier, limits=None) -> Tier
 # (``RERANK_MATCH``): a mirror try lends symmetric unrelated objects inliers (DEV groups R@1 0.593
 # with it, 0.607 without, on both halves of the groups) and doubles the matching cost.
 RERANK_MATCH = {"second_look": False, "mirror": False}
-RERANK_INLIER_CAP = 100
+RERANK_INLIER_CAP = 35  # for 400 x 300 corners (100 went with 1000 x 1000; benchmarks/results/search_rerank.md)
 
 
 def rerank_score(cosine: float, geometry: GeometryResult | None) -> float:
     """Order key of a search result: its cosine plus min(inliers, cap) / cap of local evidence."""
-    if geometry is None:
+    return rerank_key(cosine, None if geometry is None else geometry.inliers)
+
+
+def rerank_key(cosine: float, inliers: int | None) -> float:
+    """``rerank_score`` from an inlier count (None: not fitted, the cosine alone)."""
+    if inliers is None:
         return cosine
-    return cosine + min(geometry.inliers, RERANK_INLIER_CAP) / RERANK_INLIER_CAP
+    return cosine + min(inliers, RERANK_INLIER_CAP) / RERANK_INLIER_CAP
+
+
+# --- stored features and the batched verifier (catalog search, issue 13) ----------------------
+# A catalog keeps each image's local features (``features_for``), so a search decodes and finds
+# corners of the query only. Keypoints are stored strongest first (ORB's Harris response); the
+# re-rank matches only the strongest ``RERANK_KEYPOINTS`` of each side, all candidates in one
+# matrix product, and fits a transform only where the ratio-tested matches could change the
+# top k (``rerank_fits``); the tier check uses all stored keypoints, fits only where enough
+# matches exist to change a verdict (``check_copy``). Mirrored tries mirror the query (computed
+# once per search) instead of every stored image, which halves what a catalog stores.
+FEATURES_MAGIC = b"LKF1"
+STORED_FINE = 300  # strongest fine corners kept per catalog image (of N_FEATURES found)
+STORED_COARSE = 300  # strongest coarse corners (second look) kept per catalog image
+RERANK_KEYPOINTS = 300  # catalog-side corners the re-rank matches (benchmarks/results/search_rerank.md)
+RERANK_QUERY_KEYPOINTS = 400  # query-side corners the re-rank matches
+GRAY_JPEG_QUALITY = 95  # the dense check blurs (NCC_BLUR) before correlating: JPEG at 95 moves NCC by < 0.01
+XY_SCALE = 32.0  # keypoint coordinates stored as uint16 in 1/32 px at MAX_SIDE
+
+
+@dataclass(frozen=True)
+class KeypointSet:
+    """Keypoint positions (at ``MAX_SIDE``) and ORB descriptors, strongest first."""
+
+    xy: np.ndarray  # (n, 2) float32
+    descriptors: np.ndarray  # (n, 32) uint8
+
+    def __len__(self) -> int:
+        return len(self.xy)
+
+    def head(self, n: int) -> KeypointSet:
+        return self if len(self) <= n else KeypointSet(self.xy[:n], self.descriptors[:n])
+
+    @classmethod
+    def empty(cls) -> KeypointSet:
+        return cls(np.zeros((0, 2), np.float32), np.zeros((0, 32), np.uint8))
+
+    @classmethod
+    def from_orb(cls, keypoints, descriptors, limit: int | None = None) -> KeypointSet:  # noqa: ANN001
+        if descriptors is None or not keypoints:
+            return cls.empty()
+        order = np.argsort([-kp.response for kp in keypoints], kind="stable")[:limit]
+        xy = np.float32([keypoints[i].pt for i in order]).reshape(-1, 2)
+        return cls(xy, np.ascontiguousarray(descriptors[order]))
+
+
+def _coarse_orb(half_gray: np.ndarray):  # noqa: ANN202 - (keypoints, descriptors) of the blurred image
+    """What ``coarse_features`` finds: ORB at a low corner threshold on the blurred, re-enlarged grey."""
+    import cv2
+
+    sigma, threshold = SECOND_LOOK
+    big = cv2.GaussianBlur(cv2.resize(half_gray, (half_gray.shape[1] * 2, half_gray.shape[0] * 2),
+                                      interpolation=cv2.INTER_LINEAR), (0, 0), sigma)
+    return big, cv2.ORB_create(nfeatures=N_FEATURES, fastThreshold=threshold)
+
+
+@dataclass(frozen=True)
+class StoredFeatures:
+    """A catalog image's local features as stored: fine and coarse corners, and the half-size
+    grey image the dense check correlates (JPEG, decoded only when a tier check needs it)."""
+
+    fine: KeypointSet
+    coarse: KeypointSet
+    gray_jpeg: bytes
+    _gray: list = field(default_factory=list, init=False, compare=False, repr=False)
+
+    @property
+    def gray(self) -> np.ndarray:
+        """Decoded on first use (only a fit with enough inliers to matter is checked densely)."""
+        import cv2
+
+        if not self._gray:
+            self._gray.append(cv2.imdecode(np.frombuffer(self.gray_jpeg, np.uint8), cv2.IMREAD_GRAYSCALE))
+        return self._gray[0]
+
+
+def features_for(image: Image.Image) -> bytes:
+    """The local features a catalog stores for one image (~25-30 KB): the hook every ingestion
+    path calls with the image it decoded for the embedder, so search never decodes a hit again."""
+    import cv2
+
+    gray = _gray(image)
+    fine = KeypointSet.from_orb(*_features(gray), limit=STORED_FINE)
+    half = _half(gray)
+    big, orb = _coarse_orb(half)
+    coarse = KeypointSet.from_orb(*orb.detectAndCompute(big, None), limit=STORED_COARSE)
+    ok, encoded = cv2.imencode(".jpg", half, [cv2.IMWRITE_JPEG_QUALITY, GRAY_JPEG_QUALITY])
+    if not ok:  # pragma: no cover - OpenCV encodes any uint8 grey image
+        raise ValueError("could not encode the grey image")
+    return pack_features(StoredFeatures(fine, coarse, encoded.tobytes()))
+
+
+def pack_features(features: StoredFeatures) -> bytes:
+    parts = [FEATURES_MAGIC, np.array([len(features.fine), len(features.coarse)], "<u2").tobytes()]
+    for keys in (features.fine, features.coarse):
+        parts.append(np.clip(np.round(keys.xy * XY_SCALE), 0, 65535).astype("<u2").tobytes())
+        parts.append(keys.descriptors.astype(np.uint8).tobytes())
+    parts.append(features.gray_jpeg)
+    return b"".join(parts)
+
+
+def unpack_features(blob: bytes) -> StoredFeatures:
+    """``features_for``'s bytes back (views into ``blob``, no copies)."""
+    if blob[:4] != FEATURES_MAGIC:
+        raise ValueError("not a lookalike local-features blob")
+    counts = np.frombuffer(blob, "<u2", 2, 4)
+    offset, sets = 8, []
+    for n in counts.tolist():
+        xy = np.frombuffer(blob, "<u2", 2 * n, offset).reshape(n, 2).astype(np.float32) / XY_SCALE
+        offset += 4 * n
+        descriptors = np.frombuffer(blob, np.uint8, 32 * n, offset).reshape(n, 32)
+        offset += 32 * n
+        sets.append(KeypointSet(xy, descriptors))
+    return StoredFeatures(sets[0], sets[1], bytes(blob[offset:]))
+
+
+class QueryFeatures:
+    """A search query's features: its fine corners at once; the mirrored and coarse corners (the
+    tier check's other tries) the first time a candidate needs them, then kept for the others."""
+
+    def __init__(self, image: Image.Image) -> None:
+        self._gray = _gray(image)
+        self.fine = KeypointSet.from_orb(*_features(self._gray))
+        self.gray = _half(self._gray)
+        self._cache: dict[str, object] = {}
+        self._lock = __import__("threading").Lock()
+
+    def _get(self, name: str, make):  # noqa: ANN001, ANN202
+        with self._lock:
+            if name not in self._cache:
+                self._cache[name] = make()
+            return self._cache[name]
+
+    @property
+    def fine_mirror(self) -> KeypointSet:
+        return self._get("fine_mirror", lambda: KeypointSet.from_orb(*_features(np.ascontiguousarray(self._gray[:, ::-1]))))
+
+    @property
+    def gray_mirror(self) -> np.ndarray:
+        return self._get("gray_mirror", lambda: np.ascontiguousarray(self.gray[:, ::-1]))
+
+    def coarse(self, mirrored: bool) -> KeypointSet:
+        def make() -> KeypointSet:
+            big, orb = _coarse_orb(self.gray)
+            if mirrored:
+                big = np.ascontiguousarray(big[:, ::-1])
+            return KeypointSet.from_orb(*orb.detectAndCompute(big, None))
+        return self._get(f"coarse_{mirrored}", make)
+
+
+@dataclass(frozen=True)
+class Matches:
+    """Ratio-tested matches query -> one candidate (indices into each side's keypoints)."""
+
+    query: np.ndarray
+    candidate: np.ndarray
+
+    @property
+    def bound(self) -> int:
+        """The most inliers any fit of these matches can have (inliers count once per candidate keypoint)."""
+        return len(np.unique(self.candidate))
+
+
+def ratio_matches(query: KeypointSet, candidates: list[KeypointSet]) -> list[Matches]:
+    """Lowe-ratio-tested nearest neighbours of the query's descriptors in each candidate (the
+    matching ``_fit`` does), one OpenCV brute-force Hamming matcher per candidate."""
+    empty = Matches(np.zeros(0, np.int64), np.zeros(0, np.int64))
+    if len(query) < 2:
+        return [empty for _ in candidates]
+    return _match_each(query, candidates)
+
+
+def reverse_ratio_matches(query: KeypointSet, candidates: list[KeypointSet]) -> list[Matches]:
+    """Ratio-tested matches from each candidate keypoint to its nearest query keypoint, for all
+    candidates in one FAISS binary k-NN search against the query's few hundred descriptors.
+
+    The re-rank's matcher: the query side is one small set, so every candidate keypoint's two
+    nearest query keypoints come from one ``IndexBinaryFlat`` search (SIMD popcount), about 4x
+    less time than a brute-force matcher per candidate (benchmarks/results/search_rerank.md).
+    Each candidate keypoint matches at most once, so the count of matches bounds the inliers.
+    """
+    empty = Matches(np.zeros(0, np.int64), np.zeros(0, np.int64))
+    sizes = np.array([len(c) for c in candidates], dtype=np.int64)
+    if len(query) < 2 or sizes.sum() == 0:
+        return [empty for _ in candidates]
+    import faiss
+
+    index = faiss.IndexBinaryFlat(256)
+    index.add(np.ascontiguousarray(query.descriptors))
+    stacked = np.concatenate([c.descriptors for c in candidates if len(c)])
+    half = len(stacked) // 2
+
+    def search(part: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        # one OpenMP thread in this thread only (the setting is per calling thread): two Python
+        # threads already split the work over the two cores, and OpenMP's spinning threads on
+        # busy cores cost more than they give
+        before = faiss.omp_get_max_threads()
+        faiss.omp_set_num_threads(1)
+        try:
+            return index.search(part, 2) if len(part) else (np.zeros((0, 2), np.int32), np.zeros((0, 2), np.int64))
+        finally:
+            faiss.omp_set_num_threads(before)
+
+    from lookalike.parallel import side_by_side
+
+    (d1, i1), (d2, i2) = side_by_side(lambda: search(stacked[:half]), lambda: search(stacked[half:]))
+    distances, nearest = np.concatenate([d1, d2]), np.concatenate([i1, i2])
+    good = (distances[:, 0] < RATIO_TEST * distances[:, 1]) & (nearest[:, 1] >= 0)
+    out, start = [], 0
+    for n in sizes.tolist():
+        rows = np.flatnonzero(good[start : start + n])
+        out.append(Matches(nearest[start + rows, 0].astype(np.int64), rows.astype(np.int64)))
+        start += n
+    return out
+
+
+def _match_each(query: KeypointSet, candidates: list[KeypointSet]) -> list[Matches]:
+    import cv2
+
+    empty = Matches(np.zeros(0, np.int64), np.zeros(0, np.int64))
+    matcher = cv2.BFMatcher(cv2.NORM_HAMMING)
+    out = []
+    for candidate in candidates:
+        if len(candidate) < 2:
+            out.append(empty)
+            continue
+        q_idx, c_idx = [], []
+        for pair in matcher.knnMatch(query.descriptors, candidate.descriptors, k=2):
+            if len(pair) == 2 and pair[0].distance < RATIO_TEST * pair[1].distance:
+                q_idx.append(pair[0].queryIdx)
+                c_idx.append(pair[0].trainIdx)
+        out.append(Matches(np.asarray(q_idx, np.int64), np.asarray(c_idx, np.int64)))
+    return out
+
+
+def fit_matches(query_xy: np.ndarray, candidate_xy: np.ndarray, matches: Matches):  # noqa: ANN201
+    """(inliers, 2x3 transform query->candidate or None): ``_fit``'s RANSAC on given matches."""
+    import cv2
+
+    if len(matches.query) < 4:
+        return 0, None
+    src = query_xy[matches.query].reshape(-1, 1, 2)
+    dst = candidate_xy[matches.candidate].reshape(-1, 1, 2)
+    transform, mask = cv2.estimateAffinePartial2D(src, dst, method=cv2.RANSAC, ransacReprojThreshold=RANSAC_PX,
+                                                  maxIters=2000, confidence=0.99)
+    if transform is None or mask is None:
+        return 0, None
+    return len(np.unique(matches.candidate[mask.ravel().astype(bool)])), transform
+
+
+@dataclass(frozen=True)
+class Fit:
+    """One fitted orientation: inliers and the query->candidate transform (None: no fit)."""
+
+    inliers: int
+    transform: np.ndarray | None = None
+
+
+def rerank_fits(query: QueryFeatures, candidates: list[StoredFeatures | None], cosines: list[float],
+                keep: int) -> list[Fit | None]:
+    """The unmirrored fine fit (``RERANK_MATCH``) per candidate, computed only where it could
+    change which ``keep`` candidates lead by ``rerank_key`` and their order.
+
+    Candidates are fitted in order of their best possible key (cosine + capped match bound);
+    once ``keep`` exact keys beat the next bound, no later candidate can reach the head, and
+    those are returned as ``None`` (not verified). Fewer than 4 matches fit nothing: 0 inliers.
+    """
+    q = query.fine.head(RERANK_QUERY_KEYPOINTS)
+    heads = [c.fine.head(RERANK_KEYPOINTS) if c is not None else KeypointSet.empty() for c in candidates]
+    matches = reverse_ratio_matches(q, heads)
+    cap = RERANK_INLIER_CAP
+    bounds = [cos + min(m.bound if len(m.query) >= 4 else 0, cap) / cap for cos, m in zip(cosines, matches)]
+    order = sorted(range(len(candidates)), key=lambda i: (-bounds[i], i))
+    fits: list[Fit | None] = [None] * len(candidates)
+    keys: list[float] = []
+    for i in order:
+        if candidates[i] is None:
+            continue
+        if len(keys) >= keep and sorted(keys, reverse=True)[keep - 1] > bounds[i]:
+            break  # no candidate left can enter the head
+        fits[i] = Fit(*fit_matches(q.xy, heads[i].xy, matches[i])) if len(matches[i].query) >= 4 else Fit(0)
+        keys.append(cosines[i] + min(fits[i].inliers, cap) / cap)
+    return fits
+
+
+class _LazyGray:
+    """A candidate's grey image, decoded only if a fit needs the dense check."""
+
+    def __init__(self, candidate: StoredFeatures) -> None:
+        self.candidate = candidate
+
+    def get(self) -> np.ndarray:
+        return self.candidate.gray
+
+
+def _tried(query_keys: KeypointSet, candidate_keys: KeypointSet, query_gray, candidate_gray,  # noqa: ANN001
+           flipped: bool, n: int) -> GeometryResult:
+    """One orientation of the copy check; no fit where too few matches exist to matter."""
+    matches = ratio_matches(query_keys, [candidate_keys])[0]
+    if matches.bound < ALIGNED[0]:  # fewer inliers than any copy rule asks for: the verdict cannot change
+        return GeometryResult(0, n, 0.0, flipped, -1.0)
+    inliers, transform = fit_matches(query_keys.xy, candidate_keys.xy, matches)
+    if inliers < ALIGNED[0]:
+        return GeometryResult(inliers, n, inliers / n, flipped, -1.0)
+    if isinstance(candidate_gray, _LazyGray):
+        candidate_gray = candidate_gray.get()
+    return GeometryResult(inliers, n, inliers / n, flipped, _ncc(query_gray, candidate_gray, transform))
+
+
+TIER_KEYPOINTS = 300  # corners per side the search's tier check matches
+
+
+def check_copy(query: QueryFeatures, candidate: StoredFeatures, first: Fit | None = None, *,
+               keypoints: int | None = None, other_tries: bool = True) -> GeometryResult:
+    """``match_features`` (both orientations, second look) from stored features: the evidence
+    ``decide_tier`` judges, with the mirror tried on the query side. ``first``: the unmirrored
+    fine fit on the same corners when the re-rank already made it. ``other_tries=False``: the
+    unmirrored fine fit only (search skips the mirror and the second look below the
+    near-duplicate line, where on the DEV pairs they never changed a verdict:
+    benchmarks/results/search_rerank.md)."""
+    keypoints = keypoints or TIER_KEYPOINTS
+    gray = _LazyGray(candidate)
+    q_fine, c_fine = query.fine.head(keypoints), candidate.fine.head(keypoints)
+    n = max(1, min(len(q_fine), len(c_fine)))
+    if first is not None:
+        best = GeometryResult(first.inliers, n, first.inliers / n, False,
+                              _ncc(query.gray, gray.get(), first.transform) if first.inliers >= ALIGNED[0] else -1.0)
+    else:
+        best = _tried(q_fine, c_fine, query.gray, gray, False, n)
+    if not other_tries:
+        return best
+    if not _meets(best, ALIGNED):
+        mirrored = _tried(query.fine_mirror.head(keypoints), c_fine, query.gray_mirror, gray, True, n)
+        if (mirrored.ncc, mirrored.inliers) > (best.ncc, best.inliers):
+            best = mirrored
+    if lines_up(best):
+        return best
+    q_coarse, c_coarse = query.coarse(False).head(keypoints), candidate.coarse.head(keypoints)
+    nc = max(1, min(len(q_coarse), len(c_coarse)))
+    second = _tried(q_coarse, c_coarse, query.gray, gray, False, nc)
+    if not _meets(second, ALIGNED):
+        mirrored = _tried(query.coarse(True).head(keypoints), c_coarse, query.gray_mirror, gray, True, nc)
+        if (mirrored.ncc, mirrored.inliers) > (second.ncc, second.inliers):
+            second = mirrored
+    return second if lines_up(second) else best

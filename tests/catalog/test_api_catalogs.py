@@ -73,6 +73,11 @@ def test_search_by_upload_and_by_id(client, uploaded, sample_china):
     assert body["results"][0]["filename"] == "china.jpg"
     assert body["results"][0]["score"] == pytest.approx((body["results"][0]["cosine"] + 1) / 2)
     assert body["results"][0]["verdict"] in ("near_duplicate", "similar")
+    # the order in force, and what ordered each hit
+    assert body["order"] == "rank_score" and body["reranked"] >= 3
+    keys = [r["rank_score"] for r in body["results"]]
+    assert keys == sorted(keys, reverse=True)
+    assert body["results"][0]["verified"] and body["results"][0]["inliers"] >= 0
 
     china_id = body["results"][0]["id"]
     by_id = client.post("/v1/catalogs/shop/search", data={"id": str(china_id), "k": "2"}).json()

@@ -43,6 +43,8 @@ def test_index_search_dedup_catalogs(cat_settings, sample_photos, sample_china, 
     assert found["results"][0]["verdict"] == "exact"
     table = _run(cat_settings, "search", str(sample_photos["china"]), "--catalog", "shop", "-k", "3").stdout
     assert "china_small.jpg" in table and "exact" in table
+    assert "rank" in table and "inliers" in table and "order: rank = cosine + min(inliers" in table
+    assert found["order"] == "rank_score" and all("rank_score" in r and "inliers" in r for r in found["results"])
 
     out_csv = tmp_path / "dups.csv"
     dedup = _run(cat_settings, "dedup", "--catalog", "shop", "--threshold", "0.9", "--out", str(out_csv))

@@ -3,18 +3,18 @@
 Layout of ``<data_dir>/catalogs/<name>/``: ``catalog.sqlite`` (rows + vectors, the truth),
 ``vectors.faiss`` (the search index, saved atomically now and then), ``vectors.f32`` (large
 catalogs only: the full vectors by id for the exact re-rank of a compressed index, see
-``vector_file.py``), ``files/`` (uploaded originals), ``thumbs/`` (thumbnails made once).
+``vector_file.py``), ``files/`` (uploaded originals), ``thumbs/`` (thumbnails made once), ``features.sqlite`` (each
+image's local features for search verification, a cache refilled from the originals; see
+``catalog/search.py``).
 Writes commit to SQLite first, then reach the index; opening a catalog reconciles the index
 with SQLite, so after a crash at any moment the two agree again and nothing committed is lost.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import re
 import threading
 import time
-from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -23,7 +23,6 @@ import numpy as np
 
 from lookalike.config import Settings
 from lookalike.errors import ConflictError, LookalikeError, NotFoundError
-from lookalike.imaging import ImageLimits
 from lookalike.models.registry import check_input_size, resolve_model
 from lookalike.similarity import Thresholds, normalized_score, thresholds_for
 from lookalike.catalog.stores.faiss import FaissStore
@@ -97,10 +96,16 @@ def list_catalogs(settings: Settings) -> list[dict]:
 
 @dataclass(frozen=True)
 class SearchResult:
+    """One hit. ``rank_score`` is the key hits are ordered by: the cosine, plus the capped share of
+    local-feature ``inliers`` where the hit was ``verified`` (``catalog.search``, ``geometry.rerank_key``)."""
+
     record: ImageRecord
     cosine: float
     score: float
     verdict: str
+    rank_score: float | None = None  # None: the cosine (a plain vector search)
+    inliers: int | None = None
+    verified: bool = False
 
     def to_dict(self) -> dict:
         return {
@@ -110,6 +115,9 @@ class SearchResult:
             "cosine": self.cosine,
             "score": self.score,
             "verdict": self.verdict,
+            "rank_score": self.cosine if self.rank_score is None else self.rank_score,
+            "inliers": self.inliers,
+            "verified": self.verified,
         }
 
 
@@ -127,8 +135,7 @@ class Catalog:
             self.root.mkdir(parents=True, exist_ok=True)
         self.meta = Metadata(self.root / DB_FILE)
         self._lock = threading.RLock()
-        self._features: OrderedDict[tuple, object] = OrderedDict()  # (id, content hash) -> LocalFeatures
-        self._features_lock = threading.Lock()
+        self._feature_store = None  # catalog.search.FeatureStore, opened on first use
         self._last_flush = time.monotonic()
         self._dirty = False
         info = self.meta.info()
@@ -290,6 +297,8 @@ class Catalog:
                 return 0
             self.meta.delete(records)
             self.store.remove(list(records))
+            if self._feature_store is not None or (self.root / "features.sqlite").is_file():
+                self.features.delete(records)
             self._dirty = True
             for record in records.values():
                 for thumb in (self.root / "thumbs").glob(f"{record.id}_*.jpg"):
@@ -315,17 +324,12 @@ class Catalog:
         return self.meta.vectors([image_id], self.dim)[0]
 
     def search(self, vectors: np.ndarray, k: int = 10, *, query_hash: str | None = None,
-               exclude_id: int | None = None, query_image=None) -> list[list[SearchResult]]:  # noqa: ANN001
-        """Top-k per query row with score and verdict (``exact`` when the bytes are the same).
-
-        With ``query_image`` (one query) and ``settings.geometric_check``, local features refine the
-        top hits (``_verify``): tiers of the first ``VERIFY_TOP`` (another shot reads ``similar``,
-        an edited copy ``near_duplicate``), and the order of the first ``search_rerank_top``.
-        """
+               exclude_id: int | None = None) -> list[list[SearchResult]]:
+        """Top-k per query row by cosine, with score and the score's tier (``exact`` when the bytes
+        are the same). Image queries go through ``lookalike.catalog.search``, which verifies and
+        re-ranks these with the stored local features."""
         vectors = np.asarray(vectors, dtype=np.float32).reshape(-1, self.dim)
-        verify = query_image is not None and self.settings.geometric_check and len(vectors) == 1
-        wanted = max(k, self.settings.search_rerank_top) if verify else k
-        fetch = wanted + (1 if exclude_id is not None else 0)
+        fetch = k + (1 if exclude_id is not None else 0)
         with self._lock:
             hits = self.store.search(vectors, fetch)
         records = self.meta.get_many({h.id for row in hits for h in row})
@@ -341,82 +345,19 @@ class Catalog:
                 score = float(normalized_score(cos))
                 same = query_hash is not None and record.content_hash == query_hash
                 results.append(SearchResult(record, cos, score, thresholds.tier(score, exact=same).value))
-            out.append(results[:wanted])
-        if verify:
-            out[0] = self._verify(query_image, out[0], thresholds)
-        return [results[:k] for results in out]
+            out.append(results[:k])
+        return out
 
-    VERIFY_TOP = 10
-    FEATURE_CACHE = 128  # catalog images' local features kept in memory (~0.2 MB each, ~0.4 with coarse corners)
+    @property
+    def features(self):  # noqa: ANN201 - catalog.search.FeatureStore
+        """The images' stored local features (``features.sqlite``), opened on first use."""
+        if self._feature_store is None:
+            from lookalike.catalog.search import FEATURES_FILE, FeatureStore
 
-    def _verify(self, query_image, results: list[SearchResult], thresholds: Thresholds) -> list[SearchResult]:  # noqa: ANN001
-        """Local features against the top hits: tiers re-decided, then the head re-ranked.
-
-        A hit's tier is re-decided (``geometry.decide_tier``) among the first ``VERIFY_TOP`` when the
-        score calls it a copy or similar, or is within ``geometry.FLOOR`` below the similar line; the
-        first ``search_rerank_top`` hits are re-ordered by ``geometry.rerank_score`` (the cosine plus
-        the capped inlier share), which lifts other shots of the same object that share texture.
-        """
-        from lookalike.geometry import (
-            RERANK_MATCH,
-            decide_tier,
-            load_features,
-            match_features,
-            needs_check,
-            rerank_score,
-        )
-        from lookalike.parallel import side_by_side
-        from lookalike.similarity import Tier
-
-        rerank = min(self.settings.search_rerank_top, len(results))
-
-        def wants_tier(i: int, r: SearchResult) -> bool:
-            return i < self.VERIFY_TOP and needs_check(r.score, thresholds, Tier(r.verdict))
-
-        todo = [i for i, r in enumerate(results) if i < rerank or wants_tier(i, r)]
-        if not todo:
-            return results
-        limits = ImageLimits.from_settings(self.settings)
-        query = load_features(query_image, limits)
-        verified = list(results)
-        keys = [r.cosine for r in results]
-
-        def check(indices: list[int]) -> None:  # each index is written by one thread only
-            for i in indices:
-                result = results[i]
-                try:
-                    candidate = self._local_features(result.record, limits)
-                except LookalikeError:  # the file vanished or changed since indexing: keep the score's tier
-                    continue
-                geometry = match_features(query, candidate, **RERANK_MATCH)  # the order's evidence
-                if wants_tier(i, result):  # the full check (mirror, second look) as /v1/compare runs it
-                    full = match_features(query, candidate, unmirrored=geometry)
-                    verdict = decide_tier(result.score, thresholds, full)
-                    verified[i] = dataclasses.replace(result, verdict=verdict.value)
-                if i < rerank:
-                    keys[i] = rerank_score(result.cosine, geometry)
-
-        # decoding hits and finding their corners dominates a cold search; OpenCV and Pillow release
-        # the GIL, so the hits are split over two cores
-        side_by_side(lambda: check(todo[0::2]), lambda: check(todo[1::2]))
-        head = sorted(range(rerank), key=lambda i: -keys[i])  # stable: ties keep the embedding order
-        return [verified[i] for i in head] + verified[rerank:]
-
-    def _local_features(self, record: ImageRecord, limits: ImageLimits):  # noqa: ANN202 - geometry.LocalFeatures
-        from lookalike.geometry import load_features
-
-        key = (record.id, record.content_hash)
-        with self._features_lock:
-            cached = self._features.get(key)
-            if cached is not None:
-                self._features.move_to_end(key)
-                return cached
-        features = load_features(self.original_path(record), limits)
-        with self._features_lock:
-            self._features[key] = features
-            while len(self._features) > self.FEATURE_CACHE:
-                self._features.popitem(last=False)
-        return features
+            with self._lock:
+                if self._feature_store is None:
+                    self._feature_store = FeatureStore(self.root / FEATURES_FILE)
+        return self._feature_store
 
     def describe(self) -> dict:
         return {"name": self.name, "count": len(self), "model": self.model, "input_size": self.input_size,
@@ -495,6 +436,8 @@ class Catalog:
                 self.flush()
             if self.vector_file is not None:
                 self.vector_file.close()
+            if self._feature_store is not None:
+                self._feature_store.close()
             self.meta.close()
 
     def __enter__(self) -> "Catalog":

@@ -110,39 +110,49 @@ def search(
     k: Annotated[int, typer.Option("-k", "--top", min=1, max=1000, help="how many results")] = 10,
     as_json: Annotated[bool, typer.Option("--json", help="print one JSON object")] = False,
 ) -> None:
-    """The k catalog images most similar to IMAGE."""
+    """The k catalog images most similar to IMAGE, verified by local features and ordered by rank."""
     from lookalike.catalog.catalog import Catalog
-    from lookalike.imaging import content_hash
+    from lookalike.catalog.search import search_image
 
     settings = get_settings()
     try:
         with Catalog(catalog, settings, create=False) as cat:
-            data = image.read_bytes()
             started = time.perf_counter()
             with progress(f"searching {catalog} (embedding, then checking the top hits' local features)",
                           quiet=as_json):
-                embedder = cat.embedder()  # a one-off command loads the model; the server keeps it loaded
+                cat.embedder()  # a one-off command loads the model; the server keeps it loaded
                 loaded = time.perf_counter()
-                vector = embedder.encode([data])
-                results = cat.search(vector, k, query_hash=content_hash(data), query_image=data)[0]
+                answer = search_image(cat, image, k)
             elapsed_ms = (time.perf_counter() - loaded) * 1000
             load_ms = (loaded - started) * 1000
             model, size, thresholds = cat.model, cat.input_size, cat.thresholds
     except LookalikeError as exc:
         fail(exc)
     if as_json:
-        print(json.dumps({"query": {"id": None, "filename": image.name}, "model": model, "input_size": size,
-                          "results": [r.to_dict() for r in results]}, indent=2))
+        print(json.dumps({"query": {"id": None, "filename": image.name}, "model": model, "input_size": size}
+                         | answer.to_dict(), indent=2))
         return
+    reranked = answer.order == "rank_score"
+    from lookalike.geometry import RERANK_INLIER_CAP as cap
+
+    order = (f"order: rank = cosine + min(inliers, {cap})/{cap} over the top {answer.reranked} by cosine"
+             if reranked else "order: cosine")
     table = Table(title=escape(f"{image.name} in catalog {catalog} ({model}@{size}): search {elapsed_ms:.0f} ms "
-                               f"(+ {load_ms:.0f} ms loading the model)"))
-    for column, justify in (("#", "right"), ("id", "right"), ("score", "right"), ("cosine", "right"),
-                            ("verdict", "left"), ("path", "left")):
+                               f"(+ {load_ms:.0f} ms loading the model)"), caption=order)
+    columns = [("#", "right"), ("id", "right")]
+    columns += [("rank", "right"), ("inliers", "right")] if reranked else []
+    columns += [("score", "right"), ("cosine", "right"), ("verdict", "left"), ("path", "left")]
+    for column, justify in columns:
         # paths fold onto more lines on a narrow terminal rather than lose their end ("Arla-…")
-        table.add_column(column, justify=justify, overflow="fold" if column == "path" else "ellipsis")  # type: ignore[arg-type]
-    for rank, r in enumerate(results, 1):
-        table.add_row(str(rank), str(r.record.id), f"{r.score:.4f}", f"{r.cosine:.4f}", r.verdict,
-                      escape(display_path(r.record.path) if r.record.path else r.record.filename or ""))
+        table.add_column(column, justify=justify, overflow="fold" if column == "path" else "ellipsis",  # type: ignore[arg-type]
+                         style="bold" if column == ("rank" if reranked else "cosine") else None)
+    for rank, r in enumerate(answer.results, 1):
+        row = [str(rank), str(r.record.id)]
+        if reranked:
+            row += [f"{r.to_dict()['rank_score']:.4f}", "-" if r.inliers is None else str(r.inliers)]
+        row += [f"{r.score:.4f}", f"{r.cosine:.4f}", r.verdict,
+                escape(display_path(r.record.path) if r.record.path else r.record.filename or "")]
+        table.add_row(*row)
     console.print(table)
     console.print(f"verdict thresholds (score): near_duplicate >= {thresholds.near_duplicate:.3f}, "
                   f"similar >= {thresholds.similar:.3f} ({escape(thresholds.source)})")

@@ -143,7 +143,8 @@ def eval_groups(
                 similarity = scorer.similarity_matrix(groups.paths)
                 if scorer is main and top:
                     update(description=f"[{n}/{len(scorers)}] re-ranking each query's top {top} by local features")
-                    similarity = rerank_similarity(similarity, groups.paths, top)
+                    similarity = rerank_similarity(similarity, groups.paths, top, main.embedder.limits,
+                                                   main.embedder.preprocessing.decode_side)
             results.append((scorer, group_metrics_from_similarity(similarity, groups.groups)))
     except LookalikeError as exc:
         fail(exc)

@@ -290,21 +290,33 @@ def group_metrics_from_similarity(similarity: np.ndarray, groups: Sequence[str])
     )
 
 
-def rerank_similarity(similarity: np.ndarray, paths: Sequence[Path], top: int, limits=None) -> np.ndarray:  # noqa: ANN001
-    """Scores (on the (cos+1)/2 scale) ordered as catalog search orders them: each row's ``top``
-    hits re-keyed by ``geometry.rerank_score`` (cosine + capped local-feature inliers)."""
-    from lookalike.geometry import RERANK_MATCH, load_features, match_features, rerank_score
+def rerank_similarity(similarity: np.ndarray, paths: Sequence[Path], top: int, limits=None,  # noqa: ANN001
+                      decode_side: int | None = None) -> np.ndarray:
+    """Scores (on the (cos+1)/2 scale) ordered exactly as catalog search orders them: each row's
+    ``top`` hits re-keyed by ``catalog.search.rerank_head`` (cosine + capped inliers of the stored
+    local features against the query's). Each image is decoded once, as the embedder decodes it
+    (``decode_side``), for both its query features and its stored ones."""
+    from lookalike.catalog.search import rerank_head
+    from lookalike.geometry import QueryFeatures, features_for, unpack_features
+    from lookalike.imaging import DEFAULT_LIMITS, load_image
 
     sim = np.array(similarity, dtype=np.float64)
     if top <= 0:
         return sim
-    features = [load_features(p, limits) for p in paths]
+    queries, stored = [], []
+    for path in paths:
+        image = load_image(path, limits or DEFAULT_LIMITS, draft_side=decode_side)
+        queries.append(QueryFeatures(image))
+        stored.append(unpack_features(features_for(image)))
     out = sim.copy()
     for q in range(len(paths)):
         row = sim[q].copy()
         row[q] = -np.inf
-        for j in np.argsort(-row, kind="stable")[:top]:
-            out[q, j] = normalized_score(rerank_score(2.0 * sim[q, j] - 1.0, match_features(features[q], features[j], **RERANK_MATCH)))
+        head = np.argsort(-row, kind="stable")[:top]
+        cosines = [2.0 * sim[q, j] - 1.0 for j in head]
+        ranked = rerank_head(queries[q], [stored[j] for j in head], cosines, keep=len(head))
+        for i, j in enumerate(head):
+            out[q, j] = normalized_score(ranked.keys[i])
     return out
 
 

@@ -14,14 +14,14 @@ from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, File, Form, Path as PathParam, Query, UploadFile
 from fastapi.responses import FileResponse
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from lookalike.catalog.catalog import Catalog, list_catalogs
 from lookalike.catalog.dedup import find_duplicates
 from lookalike.catalog.ingest import add_uploads
+from lookalike.catalog.search import search_id, search_image
 from lookalike.config import Settings
 from lookalike.errors import LookalikeError
-from lookalike.imaging import content_hash
 from lookalike.api.deps import GateDep, PoolDep, ReadAccess, SettingsDep, StateDep, WriteAccess, read_upload
 from lookalike.api.schemas import VerdictName
 
@@ -118,12 +118,21 @@ class SearchHit(BaseModel):
     cosine: float
     score: float
     verdict: VerdictName
+    rank_score: float = Field(description="the key results are ordered by (see the response's `order`): the "
+                              "cosine, plus min(inliers, 35) / 35 where the hit was verified (geometry.rerank_key)")
+    inliers: int | None = Field(None, description="local-feature matches that fit one similarity transform "
+                                "with the query; null: not verified")
+    verified: bool = Field(False, description="local features were matched against the query for this hit")
 
 
 class SearchResponse(BaseModel):
     query: QueryInfo
     model: str
     input_size: int
+    order: Literal["cosine", "rank_score"] = Field(
+        description="`rank_score`: the top `reranked` hits by cosine were re-ordered by cosine + local evidence, "
+        "so a hit can follow one with a higher `score`; `cosine`: embedding order")
+    reranked: int = Field(description="how many top hits by cosine the re-rank considered (0: none)")
     results: list[SearchHit]
 
 
@@ -219,12 +228,13 @@ async def search(
     k: Annotated[int | None, Query(ge=1, le=1000, description="how many results (default 10)")] = None,
     k_form: Annotated[int | None, Form(alias="k", ge=1, le=1000)] = None,
 ) -> dict:
-    """The catalog images closest to the query, best first.
+    """The catalog images closest to the query, best first (``lookalike.catalog.search``).
 
-    Order: cosine similarity, with the top `search_rerank_top` (default 50) re-ranked by
-    local-feature evidence (cosine + capped keypoint inliers), which lifts other shots of the same
-    object; so a result can follow one with a higher `score`. Verdicts of the first ten use the
-    geometric check (another shot reads `similar`, an edited copy `near_duplicate`).
+    Order (`order` in the response): the top `search_rerank_top` (default 50) hits by cosine are
+    re-ranked by `rank_score` = cosine + min(inliers, 35) / 35, the local-feature evidence that
+    lifts other shots of the same object; so a result can follow one with a higher `score`, and
+    its `inliers` say why. Verdicts of the first ten use the geometric check (another shot reads
+    `similar`, an edited copy `near_duplicate`).
     """
     if (image is None) == (id is None):
         raise LookalikeError("send exactly one of: an `image` file, or the `id` of a catalog image",
@@ -232,24 +242,13 @@ async def search(
     count = k or k_form or 10
     catalog = await gate.run(lambda: handles.get(name))
     if id is not None:
-        record = catalog.get(id)
-        vector = catalog.vector(id)
-        results = await gate.run(
-            lambda: catalog.search(vector[None], count, query_hash=record.content_hash, exclude_id=id,
-                                   query_image=catalog.original_path(record))[0])
-        query = {"id": id, "filename": record.filename}
+        answer = await gate.run(lambda: search_id(catalog, id, count, pool=pool))
+        query = {"id": id, "filename": catalog.get(id).filename}
     else:
         data = await read_upload(image, settings, "image")
-
-        def run() -> list:
-            embedder = catalog.embedder(pool)
-            vector = embedder.encode([data])
-            return catalog.search(vector, count, query_hash=content_hash(data), query_image=data)[0]
-
-        results = await gate.run(run)
+        answer = await gate.run(lambda: search_image(catalog, data, count, pool=pool))
         query = {"id": None, "filename": image.filename}
-    return {"query": query, "model": catalog.model, "input_size": catalog.input_size,
-            "results": [r.to_dict() for r in results]}
+    return {"query": query, "model": catalog.model, "input_size": catalog.input_size} | answer.to_dict()
 
 
 @router.get("/{name}/duplicates", response_model=DuplicatesResponse, dependencies=[ReadAccess])

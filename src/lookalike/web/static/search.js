@@ -55,6 +55,10 @@ function show(catalog, r) {
   $("results-title").textContent = r.results.length
     ? `Top ${r.results.length} in “${catalog}” · ${r.model} @ ${r.input_size}px`
     : `Nothing in “${catalog}” yet`;
+  $("results-order").textContent = r.order === "rank_score"
+    ? `Order: rank = cosine + capped local-feature inliers over the top ${r.reranked} by cosine, ` +
+      "so a hit can follow one with a higher score; each hit shows its rank and inliers."
+    : "Order: cosine similarity.";
   r.results.forEach((hit, index) => {
     const badge = el("span", { class: "verdict small" });
     verdictBadge(badge, hit.verdict);
@@ -67,7 +71,10 @@ function show(catalog, r) {
           el("span", { class: "hit-score" }, fmt(hit.score, 3)),
           badge),
         el("div", { class: "scorebar" }, el("span", { style: `width:${(hit.score * 100).toFixed(1)}%` })),
-        el("div", { class: "hit-name" }, el("span", { class: "hit-rank" }, `#${index + 1} `), hit.filename)));
+        el("div", { class: "hit-name" }, el("span", { class: "hit-rank" }, `#${index + 1} `), hit.filename),
+        el("div", { class: "muted small" }, hit.verified
+          ? `rank ${fmt(hit.rank_score, 3)} · ${hit.inliers} inliers`
+          : `rank ${fmt(hit.rank_score, 3)} · not verified`)));
     const open = () => openSideBySide(catalog, hit, index + 1);
     item.addEventListener("click", open);
     item.addEventListener("keydown", (e) => { if (e.key === "Enter") open(); });
@@ -83,7 +90,9 @@ function openSideBySide(catalog, hit, rank) {
   verdictBadge($("side-verdict"), hit.verdict);
   $("side-score").textContent = fmt(hit.score);
   $("side-cosine").textContent = fmt(hit.cosine);
-  $("side-rank").textContent = `${rank}`;
+  $("side-rank").textContent = hit.verified
+    ? `${rank} (rank score ${fmt(hit.rank_score, 3)}, ${hit.inliers} inliers)`
+    : `${rank}`;
   const dialog = $("side-by-side");
   dialog.showModal();
   const thresholds = lastThresholds || { similar: 0.75, near_duplicate: 0.8, match: 0.8 };

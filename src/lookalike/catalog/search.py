@@ -1,0 +1,255 @@
+"""Catalog search: the one path from a query to verified, ordered hits.
+
+Decode the query once (the embedder's decode, which ``/v1/compare`` verifies on too), embed it,
+ask the index for the top ``search_rerank_top`` hits, re-rank them by local-feature evidence
+(``geometry.rerank_inliers``: cosine + capped inliers, fitted only where it could change the
+returned head), then re-decide the tiers of the returned hits the score leaves open
+(``geometry.check_copy`` + ``decide_tier``). The route, the CLI, the web page (through the route)
+and ``lookalike eval groups`` (``rerank_head``) call this module; none repeats a step.
+
+Catalog images are never decoded here: their local features live in ``features.sqlite`` beside
+the catalog (``FeatureStore``), written by ingestion through ``geometry.features_for`` or, for
+images indexed before, computed on the first search that needs them and kept.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import sqlite3
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Iterable, Literal, Sequence
+
+import numpy as np
+
+from lookalike.errors import LookalikeError
+from lookalike.geometry import (
+    QueryFeatures,
+    StoredFeatures,
+    check_copy,
+    decide_tier,
+    features_for,
+    needs_check,
+    rerank_fits,
+    rerank_key,
+    unpack_features,
+)
+from lookalike.imaging import ImageSource, content_hash, read_source_bytes
+from lookalike.parallel import side_by_side
+from lookalike.similarity import Tier
+
+if TYPE_CHECKING:  # the catalog imports this module's FeatureStore
+    from lookalike.catalog.catalog import Catalog, SearchResult
+    from lookalike.catalog.metadata import ImageRecord
+
+FEATURES_FILE = "features.sqlite"
+VERIFY_TOP = 10  # returned hits whose tier the geometric check may re-decide
+Order = Literal["cosine", "rank_score"]
+
+
+class FeatureStore:
+    """Local features of a catalog's images (``geometry.features_for`` bytes), by image id.
+
+    Its own SQLite file (WAL, one transaction per write), so it keeps the vectors' contract: a
+    ``kill -9`` leaves each row whole or absent, and a lost or damaged file is only a cache,
+    refilled from the originals by the searches that need it. Ids are never reused
+    (``images.id`` is AUTOINCREMENT), and the content hash is kept as a second check.
+    """
+
+    SCHEMA = ("CREATE TABLE IF NOT EXISTS features (id INTEGER PRIMARY KEY, content_hash TEXT NOT NULL, "
+              "data BLOB NOT NULL)")
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        self._lock = threading.Lock()
+        try:
+            self._conn = self._connect()
+        except sqlite3.DatabaseError:  # unreadable: a cache, so start it again
+            for suffix in ("", "-wal", "-shm"):
+                Path(f"{self.path}{suffix}").unlink(missing_ok=True)
+            self._conn = self._connect()
+
+    def _connect(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(str(self.path), check_same_thread=False, isolation_level=None, timeout=30)
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=NORMAL")
+        conn.execute(self.SCHEMA)
+        return conn
+
+    def get_many(self, keys: Sequence[tuple[int, str]]) -> dict[int, bytes]:
+        """``{id: blob}`` for the (id, content hash) pairs stored (a changed hash counts as missing)."""
+        if not keys:
+            return {}
+        wanted = dict(keys)
+        marks = ",".join("?" * len(wanted))
+        with self._lock:
+            rows = self._conn.execute(f"SELECT id, content_hash, data FROM features WHERE id IN ({marks})",
+                                      list(wanted)).fetchall()
+        return {int(i): bytes(data) for i, digest, data in rows if wanted.get(int(i)) == digest}
+
+    def put_many(self, rows: Iterable[tuple[int, str, bytes]]) -> None:
+        rows = [(int(i), digest, sqlite3.Binary(data)) for i, digest, data in rows]
+        if not rows:
+            return
+        with self._lock:
+            self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                self._conn.executemany("INSERT OR REPLACE INTO features(id, content_hash, data) VALUES (?, ?, ?)", rows)
+            except BaseException:
+                self._conn.execute("ROLLBACK")
+                raise
+            self._conn.execute("COMMIT")
+
+    def delete(self, ids: Iterable[int]) -> None:
+        with self._lock:
+            self._conn.executemany("DELETE FROM features WHERE id = ?", [(int(i),) for i in ids])
+
+    def ids(self) -> np.ndarray:
+        with self._lock:
+            return np.array([r[0] for r in self._conn.execute("SELECT id FROM features ORDER BY id")], dtype=np.int64)
+
+    def stats(self) -> tuple[int, int]:
+        """(images with features, bytes of features stored)."""
+        with self._lock:
+            count, total = self._conn.execute("SELECT COUNT(*), COALESCE(SUM(LENGTH(data)), 0) FROM features").fetchone()
+        return int(count), int(total)
+
+    def close(self) -> None:
+        with self._lock:
+            self._conn.close()
+
+
+def stored_features(catalog: Catalog, records: Sequence[ImageRecord], embedder=None) -> list[StoredFeatures | None]:  # noqa: ANN001
+    """Each record's stored features, computing (and keeping) those the store lacks from the
+    original, decoded as the embedder decodes it; ``None`` where the original is gone."""
+    store = catalog.features
+    blobs = store.get_many([(r.id, r.content_hash) for r in records])
+    missing = [r for r in records if r.id not in blobs]
+    if missing:
+        embedder = embedder or catalog.embedder()
+        fresh = []
+        for record in missing:
+            try:
+                blob = features_for(embedder.load(catalog.original_path(record)))
+            except LookalikeError:  # vanished or unreadable since indexing: no local evidence
+                continue
+            fresh.append((record.id, record.content_hash, blob))
+            blobs[record.id] = blob
+        store.put_many(fresh)
+    return [unpack_features(blobs[r.id]) if r.id in blobs else None for r in records]
+
+
+def ensure_features(catalog: Catalog, embedder=None, batch: int = 64) -> int:  # noqa: ANN001
+    """Store features for every catalog image that has none (what ingestion does per image via
+    ``geometry.features_for``); returns how many were computed."""
+    have = set(catalog.features.ids().tolist())
+    todo = [r for r in catalog.meta.records() if r.id not in have]
+    for start in range(0, len(todo), batch):
+        stored_features(catalog, todo[start : start + batch], embedder)
+    return len(todo)
+
+
+@dataclass(frozen=True)
+class HeadOrder:
+    """The re-ranked head: positions into the candidates, best first, with each one's key."""
+
+    order: list[int]
+    keys: list[float]
+    inliers: list[int | None]  # None: not fitted (it could not reach the kept head)
+    fits: list = field(default_factory=list)  # geometry.Fit per candidate (None: not fitted)
+
+
+def rerank_head(query: QueryFeatures, candidates: Sequence[StoredFeatures | None], cosines: Sequence[float],
+                keep: int) -> HeadOrder:
+    """Order candidates (given in embedding order) by ``geometry.rerank_key``; the first ``keep``
+    are exact, the rest follow by cosine. Search and ``eval groups`` both order through here."""
+    fits = rerank_fits(query, list(candidates), list(cosines), keep)
+    inliers = [None if f is None else f.inliers for f in fits]
+    keys = [rerank_key(c, n) for c, n in zip(cosines, inliers)]
+    order = sorted(range(len(keys)), key=lambda i: -keys[i])  # stable: ties keep the embedding order
+    return HeadOrder(order, keys, inliers, fits)
+
+
+@dataclass(frozen=True)
+class SearchAnswer:
+    """Hits best first, and which order is in force (``rank_score`` when the head was re-ranked)."""
+
+    results: list[SearchResult]
+    order: Order
+    reranked: int  # how many top hits by cosine the re-rank considered (0: cosine order)
+    timings_ms: dict[str, float] = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return {"order": self.order, "reranked": self.reranked, "results": [r.to_dict() for r in self.results]}
+
+
+def search_image(catalog: Catalog, source: ImageSource, k: int = 10, *, pool=None) -> SearchAnswer:  # noqa: ANN001
+    """The ``k`` catalog images closest to an image (bytes, a path, ...), verified and ordered."""
+    started = time.perf_counter()
+    embedder = catalog.embedder(pool)
+    data = read_source_bytes(source, embedder.limits)
+    image = embedder.load(data if data is not None else source)  # the one decode
+    if catalog.settings.geometric_check:  # the query's corners on the other core while the model runs
+        vectors, query = side_by_side(lambda: embedder.encode_decoded([image]), lambda: QueryFeatures(image))
+    else:
+        vectors, query = embedder.encode_decoded([image]), None
+    embedded = time.perf_counter()
+    answer = search_decoded(catalog, vectors[0], image, k, query_hash=content_hash(data) if data is not None else None,
+                            embedder=embedder, query=query)
+    answer.timings_ms.update(embed=(embedded - started) * 1000.0, total=(time.perf_counter() - started) * 1000.0)
+    return answer
+
+
+def search_id(catalog: Catalog, image_id: int, k: int = 10, *, pool=None) -> SearchAnswer:  # noqa: ANN001
+    """The ``k`` catalog images closest to catalog image ``image_id`` (itself left out)."""
+    record = catalog.get(image_id)
+    vector = catalog.vector(image_id)
+    image = None
+    embedder = catalog.embedder(pool)
+    if catalog.settings.geometric_check:
+        image = embedder.load(catalog.original_path(record))
+    return search_decoded(catalog, vector, image, k, query_hash=record.content_hash, exclude_id=image_id,
+                          embedder=embedder)
+
+
+def search_decoded(catalog: Catalog, vector: np.ndarray, image, k: int, *, query_hash: str | None = None,  # noqa: ANN001
+                   exclude_id: int | None = None, embedder=None,  # noqa: ANN001
+                   query: QueryFeatures | None = None) -> SearchAnswer:
+    """kNN, re-rank and tiers for an embedded query; ``image``: its decoded pixels (None: no
+    verification); ``query``: its local features when already made from ``image``."""
+    settings = catalog.settings
+    verify = image is not None and settings.geometric_check
+    head = settings.search_rerank_top if verify else 0
+    started = time.perf_counter()
+    results = catalog.search(np.asarray(vector)[None], max(k, head), query_hash=query_hash, exclude_id=exclude_id)[0]
+    timings = {"knn": (time.perf_counter() - started) * 1000.0}
+    if not verify or not results:
+        return SearchAnswer(results[:k], "cosine", 0, timings)
+    started = time.perf_counter()
+    query = query if query is not None else QueryFeatures(image)
+    head = min(head, len(results))
+    checked = min(k, VERIFY_TOP, len(results))
+    thresholds = catalog.thresholds
+    features = stored_features(catalog, [r.record for r in results[: max(head, checked)]], embedder)
+    if head:
+        ranked = rerank_head(query, features[:head], [r.cosine for r in results[:head]], keep=k)
+        order = ranked.order + list(range(head, len(results)))
+        results = [dataclasses.replace(results[i], rank_score=ranked.keys[i], inliers=ranked.inliers[i],
+                                       verified=ranked.inliers[i] is not None) if i < head else results[i]
+                   for i in order]
+        features = [features[i] for i in order[: len(features)]]
+        firsts = [ranked.fits[i] if i < head else None for i in order[: len(features)]]
+    else:
+        firsts = [None] * len(features)
+    results = results[:k]
+    for i in range(checked):  # tiers of the returned hits the score leaves open: copy, or another shot?
+        hit = results[i]
+        if features[i] is None or not needs_check(hit.score, thresholds, Tier(hit.verdict)):
+            continue
+        evidence = check_copy(query, features[i], firsts[i], other_tries=hit.score >= thresholds.near_duplicate)
+        verdict = decide_tier(hit.score, thresholds, evidence)
+        results[i] = dataclasses.replace(hit, verdict=verdict.value)
+    timings["verify"] = (time.perf_counter() - started) * 1000.0
+    return SearchAnswer(results, "rank_score" if head else "cosine", head, timings)
