@@ -2,7 +2,7 @@
 
 Decode the query once (the embedder's decode, which ``/v1/compare`` verifies on too), embed it,
 ask the index for the top ``search_rerank_top`` hits, re-rank them by local-feature evidence
-(``geometry.rerank_inliers``: cosine + capped inliers, fitted only where it could change the
+(``geometry.rerank_fits``: cosine + capped inliers, fitted only where it could change the
 returned head), then re-decide the tiers of the returned hits the score leaves open
 (``geometry.check_copy`` + ``decide_tier``). The route, the CLI, the web page (through the route)
 and ``lookalike eval groups`` (``rerank_head``) call this module; none repeats a step.
