@@ -471,6 +471,12 @@ class QueryFeatures:
     def gray_mirror(self) -> np.ndarray:
         return self._get("gray_mirror", lambda: np.ascontiguousarray(self.gray[:, ::-1]))
 
+    def prepare_all(self) -> None:
+        """Make the mirrored and coarse corners now (a search expecting a copy does it early)."""
+        self.fine_mirror  # noqa: B018 - made and kept on first access
+        self.coarse(False)
+        self.coarse(True)
+
     def coarse(self, mirrored: bool) -> KeypointSet:
         def make() -> KeypointSet:
             big, orb = _coarse_orb(self.gray)
