@@ -37,6 +37,7 @@ BENCHMARKS: dict[str, tuple[list[str], list[str]]] = {
     "scaling": ([], ["--images", "64", "--large", "16", "--no-ray"]),
     "accuracy": (["--quick"], ["--quick"]),
     "faults": ([], ["--trials", "3"]),
+    "search_latency": ([], ["--rounds", "20", "--skip-100k"]),
 }
 
 

@@ -202,8 +202,9 @@ def main(argv: list[str] | None = None) -> int:
         f"{info['verified_per_query']:.1f} of 10 hits verified per query, "
         f"{info['near_duplicate_per_query']:.2f} near-duplicates per query.\n\n"
         + markdown_table(["route", "n", "p50 ms", "p95 ms", "p50 / compare p50"], table)
-        + "\n\n" + markdown_table(["goal", "measured", "met"],
-                                  [["search p50 <= 1.5 x compare p50", f"{ratio:.2f} x", "yes" if ratio <= 1.5 else "no"]]),
+        + "\n\n" + markdown_table(["measure", "value", "goal", "met"],
+                                  [["search p50 / compare p50, one server, ~880 images", f"{ratio:.2f}x", "<= 1.5x",
+                                    "yes" if ratio <= 1.5 else "no"]]),
     ]
     if not args.skip_100k:
         build_big(settings, BIG)
@@ -216,9 +217,11 @@ def main(argv: list[str] | None = None) -> int:
             "above `catalog_flat_max` the catalog uses its compressed index. Same queries, interleaved.\n\n"
             + markdown_table(["catalog", "p50 ms", "p95 ms", "embed p50", "kNN p50", "verify p50",
                               "stored features KiB / image", "features.sqlite MiB"], rows)
-            + "\n\n" + markdown_table(["goal", "measured", "met"],
-                                      [["same latency at 100k (p50 100k / p50 ~880 <= 1.2)",
-                                        f"{big_p50 / small_p50:.2f} x", "yes" if big_p50 / small_p50 <= 1.2 else "no"]]))
+            + "\n\n" + markdown_table(["measure", "value", "goal", "met"],
+                                      [["search p50 at 100k / at ~880 images (in-process)",
+                                        f"{big_p50 / small_p50:.2f}x", "<= 1.2x",
+                                        "yes" if big_p50 / small_p50 <= 1.2 else "no"],
+                                       ["stored local features per image (KiB)", rows[0][6], "-", "-"]]))
     write_result("search_latency", "Image search vs compare, one server; search at 100k images",
                  "\n\n".join(sections), "nice -n 15 python benchmarks/search_latency.py")
     return 0

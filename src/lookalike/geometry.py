@@ -334,11 +334,13 @@ def rerank_key(cosine: float, inliers: int | None) -> float:
 # --- stored features and the batched verifier (catalog search, issue 13) ----------------------
 # A catalog keeps each image's local features (``features_for``), so a search decodes and finds
 # corners of the query only. Keypoints are stored strongest first (ORB's Harris response); the
-# re-rank matches only the strongest ``RERANK_KEYPOINTS`` of each side, all candidates in one
-# matrix product, and fits a transform only where the ratio-tested matches could change the
-# top k (``rerank_fits``); the tier check uses all stored keypoints, fits only where enough
-# matches exist to change a verdict (``check_copy``). Mirrored tries mirror the query (computed
-# once per search) instead of every stored image, which halves what a catalog stores.
+# re-rank matches the strongest ``RERANK_KEYPOINTS`` of every candidate against the query's
+# strongest ``RERANK_QUERY_KEYPOINTS`` in one FAISS binary search (``reverse_ratio_matches``),
+# and fits a transform only where the matches could change the top k (``rerank_fits``); the
+# tier check reuses that fit and fits other tries only where enough matches exist to change a
+# verdict (``check_copy``). Mirrored tries mirror the query (once per search) instead of every
+# stored image, which halves what a catalog stores. Fewer corners lose some evidence; the
+# inlier cap is scaled to them (benchmarks/results/search_rerank.md measures each variant).
 FEATURES_MAGIC = b"LKF1"
 STORED_FINE = 300  # strongest fine corners kept per catalog image (of N_FEATURES found)
 STORED_COARSE = 300  # strongest coarse corners (second look) kept per catalog image
@@ -405,7 +407,7 @@ class StoredFeatures:
 
 
 def features_for(image: Image.Image) -> bytes:
-    """The local features a catalog stores for one image (~25-30 KB): the hook every ingestion
+    """The local features a catalog stores for one image (~34 KB on the DEV photos): the hook every ingestion
     path calls with the image it decoded for the embedder, so search never decodes a hit again."""
     import cv2
 
@@ -468,6 +470,12 @@ class QueryFeatures:
     @property
     def gray_mirror(self) -> np.ndarray:
         return self._get("gray_mirror", lambda: np.ascontiguousarray(self.gray[:, ::-1]))
+
+    def prepare_all(self) -> None:
+        """Make the mirrored and coarse corners now (a search expecting a copy does it early)."""
+        self.fine_mirror  # noqa: B018 - made and kept on first access
+        self.coarse(False)
+        self.coarse(True)
 
     def coarse(self, mirrored: bool) -> KeypointSet:
         def make() -> KeypointSet:

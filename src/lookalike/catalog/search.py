@@ -2,7 +2,7 @@
 
 Decode the query once (the embedder's decode, which ``/v1/compare`` verifies on too), embed it,
 ask the index for the top ``search_rerank_top`` hits, re-rank them by local-feature evidence
-(``geometry.rerank_inliers``: cosine + capped inliers, fitted only where it could change the
+(``geometry.rerank_fits``: cosine + capped inliers, fitted only where it could change the
 returned head), then re-decide the tiers of the returned hits the score leaves open
 (``geometry.check_copy`` + ``decide_tier``). The route, the CLI, the web page (through the route)
 and ``lookalike eval groups`` (``rerank_head``) call this module; none repeats a step.
@@ -234,7 +234,13 @@ def search_decoded(catalog: Catalog, vector: np.ndarray, image, k: int, *, query
     thresholds = catalog.thresholds
     features = stored_features(catalog, [r.record for r in results[: max(head, checked)]], embedder)
     if head:
-        ranked = rerank_head(query, features[:head], [r.cosine for r in results[:head]], keep=k)
+        cosines = [r.cosine for r in results[:head]]
+        if any(r.score >= thresholds.near_duplicate for r in results[:checked]):
+            # a copy is likely among the returned hits, and its check may need the query's mirrored
+            # and coarse corners: find them on the other core while the re-rank runs
+            ranked, _ = side_by_side(lambda: rerank_head(query, features[:head], cosines, keep=k), query.prepare_all)
+        else:
+            ranked = rerank_head(query, features[:head], cosines, keep=k)
         order = ranked.order + list(range(head, len(results)))
         results = [dataclasses.replace(results[i], rank_score=ranked.keys[i], inliers=ranked.inliers[i],
                                        verified=ranked.inliers[i] is not None) if i < head else results[i]
