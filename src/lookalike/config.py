@@ -266,6 +266,10 @@ class Settings(BaseSettings):
         "benchmarks/results/search_rerank.md, search_latency.md); 0 = embedding order (the top 10 still get "
         "verified tiers while geometric_check is on)"
     )
+    index_local_features: bool = Field(
+        True, description="store each image's local features (~30 KB) while indexing, so searches re-rank "
+        "without decoding hits; off: they are computed on a hit's first search instead (faster indexing)"
+    )
     catalog_commit_every: int = Field(256, ge=1, description="images per committed indexing batch")
     index_workers: int | None = Field(None, ge=1, description="decode threads when indexing; None = cores")
 

@@ -36,9 +36,17 @@ def cosine(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.dot(a, b) / denom) if denom > 0 else 0.0
 
 
-def normalized_score(cos: float | np.ndarray) -> float | np.ndarray:
-    """The seed's mapping of cosine [-1, 1] onto [0, 1]."""
-    return np.clip((np.asarray(cos) + 1.0) / 2.0, 0.0, 1.0) if isinstance(cos, np.ndarray) else min(1.0, max(0.0, (cos + 1.0) / 2.0))
+def normalized_score(cos: float | np.ndarray, *, clip: bool = True) -> float | np.ndarray:
+    """The seed's mapping of cosine [-1, 1] onto [0, 1]: (cos + 1) / 2.
+
+    ``clip=False`` maps an order key that may pass 1 (a re-rank key: the cosine plus local
+    evidence) onto the same scale without flattening the keys above 1 into ties.
+    """
+    if isinstance(cos, np.ndarray):
+        mapped = (np.asarray(cos, dtype=np.float64) + 1.0) / 2.0
+        return np.clip(mapped, 0.0, 1.0) if clip else mapped
+    mapped = (cos + 1.0) / 2.0
+    return min(1.0, max(0.0, mapped)) if clip else mapped
 
 
 @dataclass(frozen=True)

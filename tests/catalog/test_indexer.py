@@ -95,3 +95,29 @@ def test_reopen_keeps_everything(photo_dir, cat_settings, embedder):
     with Catalog("reopen", cat_settings, create=False) as catalog:
         assert catalog.reconciled == (0, 0)
         assert [r.record.id for r in catalog.search(query[None], 5)[0]] == before
+
+
+def test_indexing_stores_each_embedded_images_local_features_once(photo_dir, cat_settings, embedder):
+    """Search re-ranks from features stored at index time (the same decode as a query), so a search
+    never decodes a hit; the byte-identical copy reuses the vector and gets features on first search."""
+    from lookalike.catalog.search import stored_features
+    from lookalike.geometry import features_for
+
+    with Catalog("features", cat_settings) as catalog:
+        report = index_folder(photo_dir, catalog, embedder=embedder)
+        embedded = {catalog.meta.by_path(str(p)).id for p in walk_images(photo_dir)
+                    if catalog.meta.by_path(str(p)) is not None} - {
+            catalog.meta.by_path(str(photo_dir / "sub" / "deeper" / "china_copy.JPG")).id}
+        assert report.added == len(embedded) == 6
+        assert set(catalog.features.ids().tolist()) == embedded
+        china = catalog.meta.by_path(str(photo_dir / "china.jpg"))
+        stored = catalog.features.get_many([(china.id, china.content_hash)])[china.id]
+        assert stored == features_for(embedder.load(photo_dir / "china.jpg"))  # what search would compute
+        assert stored_features(catalog, [china])[0] is not None
+
+
+def test_indexing_without_local_features_leaves_them_to_the_first_search(photo_dir, cat_settings, embedder):
+    settings = cat_settings.model_copy(update={"index_local_features": False})
+    with Catalog("lazy", settings) as catalog:
+        index_folder(photo_dir, catalog, embedder=embedder)
+        assert len(catalog.features.ids()) == 0

@@ -214,7 +214,9 @@ def test_rerank_lifts_retrieval_of_other_views_on_dev_groups(embedder, dev_data)
     vectors = embedder.encode(groups.paths)
     similarity = (vectors @ vectors.T + 1.0) / 2.0
     plain = group_metrics_from_similarity(similarity, groups.groups)
-    reranked = group_metrics_from_similarity(rerank_similarity(similarity, groups.paths, 50), groups.groups)
+    reranked = group_metrics_from_similarity(
+        rerank_similarity(similarity, groups.paths, 50, embedder.limits, embedder.preprocessing.decode_side),
+        groups.groups)  # decoded as the embedder (and so search) decodes
     assert reranked.recall_at_1 >= plain.recall_at_1 + 0.04, (plain, reranked)
     assert reranked.recall_at_4 >= plain.recall_at_4 + 0.04, (plain, reranked)
     assert reranked.map > plain.map + 0.04, (plain, reranked)

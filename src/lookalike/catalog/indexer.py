@@ -161,7 +161,8 @@ def index_folder(
 
     def timed_read(path: str, old: ImageRecord | None) -> Item:
         start = time.perf_counter()
-        item = read_image(path, embedder, path=path, old=old, is_known=is_known)
+        item = read_image(path, embedder, path=path, old=old, is_known=is_known,
+                          with_features=settings.index_local_features)
         item.seconds = time.perf_counter() - start
         return item
 

@@ -92,6 +92,7 @@ class Item:
     path: str
     row: NewImage | None = None
     array: np.ndarray | None = None  # the model input, for 'embed'
+    features: bytes | None = None  # packed local features (geometry.features_for), for 'embed'
     old: ImageRecord | None = None  # the row this path had before (changed / touched files)
     error: str = ""
     seconds: float = 0.0
@@ -106,6 +107,7 @@ def read_image(
     old: ImageRecord | None = None,
     is_known: Callable[[str], bool] = lambda digest: False,
     mtime: float | None = None,
+    with_features: bool = False,
 ) -> Item:
     """The reader stage for one image (thread- and actor-safe: it touches no shared state)."""
     try:
@@ -122,8 +124,14 @@ def read_image(
         row = NewImage(path, name, digest, len(data), width, height, mtime)
         if is_known(digest):
             return Item("dup", path, row=row, old=old)
-        array = embedder.preprocessing.to_array([embedder.load(data)])[0]
-        return Item("embed", path, row=row, array=array, old=old)
+        image = embedder.load(data)
+        array = embedder.preprocessing.to_array([image])[0]
+        features = None
+        if with_features:  # from the same decode search uses for a query (catalog/search.py)
+            from lookalike.geometry import features_for
+
+            features = features_for(image)
+        return Item("embed", path, row=row, array=array, old=old, features=features)
     except LookalikeError as exc:
         return Item("error", path, error=exc.message)
     except OSError as exc:
@@ -166,6 +174,7 @@ class CatalogWriter:
         self._vectors: list[np.ndarray] = []
         self._replace: list[int] = []
         self._pending: dict[str, np.ndarray] = {}  # content hash -> vector of rows not committed yet
+        self._features: list[tuple[str, str, bytes]] = []  # (path, hash, blob) of rows not committed yet
         self._pending_counts = WriteCounts()
         self.write_s = 0.0
 
@@ -204,6 +213,8 @@ class CatalogWriter:
         assert vector is not None
         if item.old is not None:
             self._replace.append(item.old.id)
+        if item.kind == "embed" and item.features is not None:
+            self._features.append((item.row.path, item.row.content_hash, item.features))
         self._rows.append(item.row)
         self._vectors.append(vector)
         self._pending.setdefault(item.row.content_hash, vector)
@@ -231,10 +242,12 @@ class CatalogWriter:
         start = time.perf_counter()
         ids = self.catalog.add_embedded(self._rows, np.stack(self._vectors), replace_ids=self._replace)
         self.ids.update((row.path, image_id) for row, image_id in zip(self._rows, ids))
+        if self._features:  # after the rows: a kill in between only leaves features to recompute on search
+            self.catalog.features.put_many([(self.ids[path], digest, blob) for path, digest, blob in self._features])
         for name in ("added", "changed", "duplicates"):
             setattr(self.counts, name, getattr(self.counts, name) + getattr(self._pending_counts, name))
         self._pending_counts = WriteCounts()
-        self._rows, self._vectors, self._replace, self._pending = [], [], [], {}
+        self._rows, self._vectors, self._replace, self._pending, self._features = [], [], [], {}, []
         self.write_s += time.perf_counter() - start
 
 
@@ -278,7 +291,7 @@ def add_uploads(catalog: Catalog, uploads: Sequence[tuple[str, bytes]],
             results.append({"id": existing.id if existing is not None else None, "filename": name,
                             "content_hash": digest, "status": "exists", "_twin": digest})
             continue
-        item = read_image(data, embedder, path="", filename=name)
+        item = read_image(data, embedder, path="", filename=name, with_features=catalog.settings.index_local_features)
         if item.kind == "error":
             errors.append({"filename": name, "error": item.error})
             continue

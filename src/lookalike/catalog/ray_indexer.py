@@ -97,6 +97,7 @@ class EmbedWorker:
 
     def __init__(self, settings: Settings, recipe: Recipe, known_hashes: Any = None) -> None:
         self.embedder = recipe.create(settings)
+        self.with_features = settings.index_local_features
         if known_hashes is not None and not isinstance(known_hashes, np.ndarray):
             import ray
 
@@ -109,8 +110,8 @@ class EmbedWorker:
         return i < len(self.known) and self.known[i] == key
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        items = [read_image(str(path), self.embedder, path=str(path), is_known=self.is_known)
-                 for path in batch["path"]]
+        items = [read_image(str(path), self.embedder, path=str(path), is_known=self.is_known,
+                            with_features=self.with_features) for path in batch["path"]]
         vectors = np.zeros((len(items), self.embedder.dim), dtype=np.float32)
         rows = [i for i, item in enumerate(items) if item.kind == "embed"]
         if rows:
@@ -125,6 +126,7 @@ class EmbedWorker:
             "width": np.asarray([row.width for row in rows_of], dtype=np.int64),
             "height": np.asarray([row.height for row in rows_of], dtype=np.int64),
             "mtime": np.asarray([row.mtime or 0.0 for row in rows_of], dtype=np.float64),
+            "features": np.asarray([item.features or b"" for item in items], dtype=object),
             "vector": vectors,
         }
 
@@ -289,7 +291,8 @@ def items_of(batch: dict[str, np.ndarray], existing: dict[str, "ImageRecord"]) -
         old = existing.get(path)
         if old is not None and old.content_hash == row.content_hash:
             kind = "touch"
-        yield Item(kind, path, row=row, old=old), batch["vector"][i]
+        features = bytes(batch["features"][i]) or None
+        yield Item(kind, path, row=row, old=old, features=features), batch["vector"][i]
 
 
 def _catalog_state(catalog: "Catalog", folder: Path | None, paths: Sequence[str]) -> tuple[dict, list[str]]:

@@ -316,7 +316,7 @@ def rerank_similarity(similarity: np.ndarray, paths: Sequence[Path], top: int, l
         cosines = [2.0 * sim[q, j] - 1.0 for j in head]
         ranked = rerank_head(queries[q], [stored[j] for j in head], cosines, keep=len(head))
         for i, j in enumerate(head):
-            out[q, j] = normalized_score(ranked.keys[i])
+            out[q, j] = normalized_score(ranked.keys[i], clip=False)  # keys pass 1: keep their order
     return out
 
 
