@@ -52,7 +52,7 @@ def onnx_file_model(spec: ModelSpec, size: int, settings: Settings) -> ExportedM
 
     source = require_weights(spec, settings)
     meta = {
-        "model": spec.name, "input_size": size, "pooling": "in the graph", "dim": spec.dim or onnx_output_dim(source.location),
+        "model": spec.name, "input_size": size, "pooling": "the graph's own", "dim": spec.dim or onnx_output_dim(source.location),
         "weights": {"kind": source.kind, "location": source.location},
     }
     return ExportedModel(Path(source.location), meta)
