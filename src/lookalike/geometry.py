@@ -324,3 +324,13 @@ def rerank_score(cosine: float, geometry: GeometryResult | None) -> float:
     if geometry is None:
         return cosine
     return cosine + min(geometry.inliers, RERANK_INLIER_CAP) / RERANK_INLIER_CAP
+
+
+def is_edited_copy(a: LocalFeatures, b: LocalFeatures) -> bool:
+    """Whether B is an edited copy of A on local evidence alone (no embedding score): the fitted
+    similarity transform lines the pixels up (``lines_up``), or strong keypoint evidence with the
+    pixels lining up at least ``MIN_NCC``. Dedup asks this where a copy detector's score is unsure
+    (``lookalike.catalog.dedup``): a rotation by any angle, a flip (mirror, or mirror + 180 degrees
+    for a vertical flip), a crop or a resize all keep a similarity transform; other shots do not."""
+    result = match_features(a, b)
+    return lines_up(result) or (result.is_copy(*STRONG) and result.ncc is not None and result.ncc >= MIN_NCC)
