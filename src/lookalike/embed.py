@@ -301,7 +301,15 @@ def create_embedder(
     backend = resolve_backend(backend or settings.backend)
     threads = _threads(settings)
     limits = ImageLimits.from_settings(settings)
-    if backend == "torch":
+    if spec.is_onnx_file and backend == "torch":
+        backend = "onnxruntime"  # a ready-made ONNX file has no torch module to run eagerly
+    if spec.is_onnx_file:
+        from lookalike.models.export import onnx_file_model
+
+        exported = onnx_file_model(spec, size, settings)
+        forward = _engine_forward(backend, str(exported.onnx_path), threads, settings, spec)
+        dim = _checked_output_dim(spec, forward, preprocessing)
+    elif backend == "torch":
         from lookalike.models.export import build_torch_model
         from lookalike.models.weights import require_weights
 
@@ -316,15 +324,50 @@ def create_embedder(
 
         exported = ensure_onnx(spec, size, settings, pooling=pooling)  # type: ignore[arg-type]
         dim = exported.dim
-        if backend == "openvino":
-            cache = Path(settings.cache_dir).expanduser() / "openvino"
-            forward = openvino_forward(str(exported.onnx_path), threads, cache_dir=str(cache),
-                                       latency=settings.openvino_hint == "latency")
-        else:
-            forward = onnxruntime_forward(str(exported.onnx_path), threads)
+        forward = _engine_forward(backend, str(exported.onnx_path), threads, settings, spec)
     if backend != "openvino" or settings.openvino_hint == "latency":  # OpenVINO streams queue requests themselves
         forward = CoalescingForward(forward)
     return Embedder(spec.name, size, dim, preprocessing, forward, backend, limits)
+
+
+def _engine_forward(backend: str, onnx_path: str, threads: int, settings: Settings, spec: ModelSpec) -> Forward:
+    """The ONNX file on OpenVINO or ONNX Runtime; a file the engine cannot load is a clear error."""
+    try:
+        if backend == "openvino":
+            cache = Path(settings.cache_dir).expanduser() / "openvino"
+            return openvino_forward(onnx_path, threads, cache_dir=str(cache), latency=settings.openvino_hint == "latency")
+        return onnxruntime_forward(onnx_path, threads)
+    except LookalikeError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - engines raise their own types for unreadable graphs
+        raise _model_error(spec, "onnx", f"{backend} cannot load {onnx_path}: {type(exc).__name__}: "
+                           f"{str(exc).splitlines()[0] if str(exc) else ''}") from exc
+
+
+def _model_error(spec: ModelSpec, field: str, problem: str) -> LookalikeError:
+    """An ONNX-file model that does not work as declared: name the setting to fix (503: config, not input)."""
+    setting = f"{spec.setting}.{field}" if spec.setting else f"weights_files.{spec.name}"
+    return LookalikeError(f"model {spec.name}: {problem} (check {setting})", status=503, code="model_misconfigured")
+
+
+def _checked_output_dim(spec: ModelSpec, forward: Forward, preprocessing: Preprocessing) -> int:
+    """Run one blank image through a ready-made ONNX file: input layout/dtype and output shape must fit."""
+    probe = preprocessing.to_array([Image.new("RGB", (preprocessing.input_size,) * 2, (128, 128, 128))])
+    try:
+        output = np.asarray(forward(probe))
+    except Exception as exc:  # noqa: BLE001 - a wrong layout or dtype surfaces as an engine error
+        layout = getattr(preprocessing, "layout", "NCHW")
+        dtype = getattr(preprocessing, "dtype", "float32")
+        raise _model_error(spec, "layout", f"the ONNX file rejected a {layout} {dtype} input of shape "
+                           f"{probe.shape}: {type(exc).__name__}: {str(exc).splitlines()[0][:300] if str(exc) else ''}"
+                           ) from exc
+    if output.ndim != 2 or output.shape[0] != 1 or output.shape[1] < 1:
+        raise _model_error(spec, "onnx", f"the first output must be a (batch, dim) embedding; got shape "
+                           f"{tuple(output.shape)} for a batch of 1")
+    if spec.dim and output.shape[1] != spec.dim:
+        raise _model_error(spec, "onnx", f"the ONNX file gives {output.shape[1]}-d embeddings; the model table "
+                           f"says {spec.dim}")
+    return int(output.shape[1])
 
 
 class EmbedderPool:

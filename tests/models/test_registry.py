@@ -32,7 +32,7 @@ def test_input_size_check():
         check_input_size(333, [224, 416, 512], spec)
 
 
-@pytest.mark.parametrize("spec", list_models(), ids=lambda s: s.name)
+@pytest.mark.parametrize("spec", [s for s in list_models() if not s.is_onnx_file], ids=lambda s: s.name)
 def test_table_matches_timm_pretrained_cfg_random_weights(spec):
     """Our table copies timm's pretrained cfg (so the server needn't import timm); keep them in sync.
 

@@ -46,7 +46,19 @@ def onnx_cache_dir(settings: Settings) -> Path:
     return Path(settings.cache_dir).expanduser() / "onnx"
 
 
+def onnx_file_model(spec: ModelSpec, size: int, settings: Settings) -> ExportedModel:
+    """A ready-made ONNX model (``format="onnx"``) is its own export: the file is loaded as it is."""
+    source = require_weights(spec, settings)
+    meta = {
+        "model": spec.name, "input_size": size, "pooling": "in the graph", "dim": spec.dim,
+        "weights": {"kind": source.kind, "location": source.location},
+    }
+    return ExportedModel(Path(source.location), meta)
+
+
 def cached_export(spec: ModelSpec, size: int, pooling: Pooling, settings: Settings) -> ExportedModel | None:
+    if spec.is_onnx_file:
+        return onnx_file_model(spec, size, settings)
     source = require_weights(spec, settings)
     path = onnx_cache_dir(settings) / f"{export_key(spec, size, pooling, source)}.onnx"
     meta_path = path.with_suffix(".json")

