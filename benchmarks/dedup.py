@@ -185,7 +185,7 @@ def scale_graph(n: int, seed: int = 0) -> dict:
     rng = np.random.default_rng(seed)
     with tempfile.TemporaryDirectory() as tmp:
         settings = bench_settings(data_dir=tmp, geometric_check=False)
-        with Catalog("scale", settings) as catalog:
+        with Catalog("scale", settings, model="sscd_distilled") as catalog:
             dim = catalog.dim
             base = rng.standard_normal((n, dim)).astype(np.float32)
             planted = n // 10
