@@ -220,7 +220,8 @@ def find_duplicates(catalog: Catalog, threshold: float | None = None, *, keep: K
     stats = {"images": len(ids), "candidates": len(edges), "sure": len(sure), "checked": len(unsure),
              "confirmed": len(confirmed), "candidate_cosine": lines.candidate, "sure_cosine": lines.sure,
              "graph_s": round(graph_s, 3), "check_s": round(check_s, 3)}
-    return DuplicateReport(catalog.name, float(normalized_score(lines.candidate)), clusters, stats)
+    line = float(threshold) if threshold is not None else float(normalized_score(lines.candidate))
+    return DuplicateReport(catalog.name, line, clusters, stats)
 
 
 def _candidates(catalog: Catalog, lines: CopyLines, batch_size: int,
