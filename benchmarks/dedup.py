@@ -325,6 +325,8 @@ def main() -> None:
                           markdown_table(["descriptors per image", "cosine >=", "pair recall", "false pairs",
                                           "other shots called copy", "recall with the original per edit",
                                           "embed ms/image"], table), ""]
+            args.out.parent.mkdir(parents=True, exist_ok=True)
+            args.out.write_text("\n".join(lines) + "\n")  # each variant kept as soon as it is measured
     if args.scale:
         rows = []
         for n in args.scale:

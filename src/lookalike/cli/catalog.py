@@ -154,15 +154,15 @@ def dedup(
                                                        "model's")] = None,
     out: Annotated[Optional[Path], typer.Option("--out", "-o", help="write clusters to FILE.csv or FILE.json")] = None,
     show: Annotated[int, typer.Option("--show", help="clusters to print")] = 10,
-    as_json: Annotated[bool, typer.Option("--json", help='print {"exact": [[path, ...]], "near": [[...]], '
-                                          '"skipped": [...]} (kept image first)')] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="print one JSON object: exact and near (lists of path groups, the kept image "
+                                          "first), skipped (unreadable files), timings and stats")] = False,
 ) -> None:
     """Group images into duplicate clusters and say which of each to keep.
 
-    ``lookalike dedup FOLDER`` indexes the folder into a catalog (reused when it exists) and
-    clusters it; ``lookalike dedup --catalog NAME`` clusters a catalog already built.
+    With FOLDER: index it into a catalog of its own (reused on the next run, only new and changed
+    images embedded), then cluster. With --catalog NAME alone: cluster a catalog already built.
     """
-    from lookalike.catalog.catalog import Catalog
+    from lookalike.catalog.catalog import DB_FILE, Catalog, catalog_dir
     from lookalike.catalog.dedup import dedup_model, find_duplicates
     from lookalike.catalog.indexer import index_folder
 
@@ -176,8 +176,10 @@ def dedup(
     try:
         name = catalog or _dedup_catalog_name(folder)  # type: ignore[arg-type]
         create = folder is not None
-        new_model = model or (dedup_model(settings) if create else None)
-        with Catalog(name, settings, model=new_model if create else model, create=create) as cat, \
+        exists = (catalog_dir(name, settings) / DB_FILE).is_file()
+        # a new catalog gets the copy detector; an existing one keeps its model (unless --model disagrees)
+        new_model = model or (dedup_model(settings) if create and not exists else None)
+        with Catalog(name, settings, model=new_model, create=create) as cat, \
                 Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                          TaskProgressColumn(), TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
                          console=err_console, transient=True, disable=quiet) as bar:
