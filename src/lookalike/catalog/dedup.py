@@ -203,12 +203,15 @@ def find_duplicates(catalog: Catalog, threshold: float | None = None, *, keep: K
     check_s = time.perf_counter() - started
     copies = {e: edges[e] for e in sure | confirmed}
     clusters = []
+    touching: dict[int, list[tuple[int, int]]] = {}  # each copy pair under its smaller id
+    for pair in copies:
+        touching.setdefault(pair[0], []).append(pair)
     for centre, members in _stars(copies, records, keep):
         inside = set(members)
         kept = keep([records[i] for i in members]).id
         pairs = []
-        for (a, b), cos in sorted(((e, c) for e, c in copies.items() if e[0] in inside and e[1] in inside),
-                                  key=lambda kv: -kv[1]):
+        found = [(e, copies[e]) for i in members for e in touching.get(i, ()) if e[1] in inside]
+        for (a, b), cos in sorted(found, key=lambda kv: -kv[1]):
             exact = (a, b) in same_bytes
             pairs.append(Pair(a, b, cos, float(normalized_score(cos)), "exact" if exact else "near_duplicate",
                               checked=(a, b) in confirmed))
@@ -224,6 +227,11 @@ def find_duplicates(catalog: Catalog, threshold: float | None = None, *, keep: K
     return DuplicateReport(catalog.name, line, clusters, stats)
 
 
+# Above this many vectors a flat (exact) store is not asked n queries over n vectors (quadratic):
+# a temporary inverted-file index over the same vectors answers the kNN (benchmarks/dedup.py, scale).
+EXACT_KNN_MAX = 8192
+
+
 def _candidates(catalog: Catalog, lines: CopyLines, batch_size: int,
                 progress: ProgressFn | None) -> tuple[np.ndarray, dict[tuple[int, int], float]]:
     """Every stored id, and the kNN edges (a < b) with cosine >= the candidate line."""
@@ -232,11 +240,14 @@ def _candidates(catalog: Catalog, lines: CopyLines, batch_size: int,
         ids = np.sort(catalog.store.ids())
         known = set(ids.tolist())
         k = min(lines.neighbours + 1, len(ids))
+        if k < 2:
+            return ids, edges
+        search = catalog.store.search
+        if getattr(catalog.store, "factory", None) == "Flat" and len(ids) > EXACT_KNN_MAX:
+            search = _inverted_file_search(catalog, len(ids))
         done = 0
         for batch_ids, vectors in catalog.store.iter_batches(batch_size):
-            if k < 2:
-                break
-            for query_id, hits in zip(batch_ids, catalog.store.search(vectors, k)):
+            for query_id, hits in zip(batch_ids, search(vectors, k)):
                 q = int(query_id)
                 for hit in hits:
                     if hit.id != q and hit.cosine >= lines.candidate and hit.id in known:
@@ -246,6 +257,32 @@ def _candidates(catalog: Catalog, lines: CopyLines, batch_size: int,
             if progress is not None:
                 progress("graph", done, len(ids))
     return ids, edges
+
+
+def _inverted_file_search(catalog: Catalog, n: int):  # noqa: ANN202 - (queries, k) -> list[list[Hit]]
+    """kNN over the catalog's vectors through a temporary IVF index (~2 sqrt(n) lists, 16 probed):
+    each query scans a few thousand vectors instead of all n, so the graph grows ~n^1.5, not n^2."""
+    import faiss
+
+    from lookalike.catalog.stores.base import Hit
+
+    lists = int(2 * np.sqrt(n))
+    index = faiss.IndexIVFFlat(faiss.IndexFlatIP(catalog.dim), catalog.dim, lists, faiss.METRIC_INNER_PRODUCT)
+    all_ids, all_vectors = [], []
+    for batch_ids, vectors in catalog.store.iter_batches(4096):
+        all_ids.append(np.asarray(batch_ids, dtype=np.int64))
+        all_vectors.append(np.ascontiguousarray(vectors, dtype=np.float32))
+    stacked = np.concatenate(all_vectors)
+    sample = stacked[np.random.default_rng(0).choice(len(stacked), min(len(stacked), 30 * lists), replace=False)]
+    index.train(sample)
+    index.add_with_ids(stacked, np.concatenate(all_ids))
+    index.nprobe = 16
+
+    def search(queries: np.ndarray, k: int) -> list[list[Hit]]:
+        scores, found = index.search(np.ascontiguousarray(queries, dtype=np.float32), k)
+        return [[Hit(int(i), float(c)) for c, i in zip(row_s, row_i) if i >= 0] for row_s, row_i in zip(scores, found)]
+
+    return search
 
 
 def _checked(catalog: Catalog, pairs: list[tuple[int, int]], records: dict[int, ImageRecord],
