@@ -258,7 +258,7 @@ def main() -> None:
     parser.add_argument("--folder", help=argparse.SUPPRESS)
     parser.add_argument("--result", help=argparse.SUPPRESS)
     parser.add_argument("--data-dir", help=argparse.SUPPRESS)
-    parser.add_argument("--variant", nargs="+", default=["ukbench", "hard"], choices=sorted(EDITS))
+    parser.add_argument("--variant", nargs="*", default=["ukbench", "hard"], choices=sorted(EDITS))
     parser.add_argument("--models", nargs="*", default=["tf_efficientnet_lite0", "sscd_distilled", "sscd"])
     parser.add_argument("--peers", nargs="*", default=["phash", "pdq", "sscd"])
     parser.add_argument("--sscd-cosine", type=float, default=0.75)

@@ -118,9 +118,12 @@ def test_dedup_folder_finds_flips_and_rotations_and_keeps_photos_apart(cat_setti
         image.save(folder / f"{name}.jpg", quality=92)
         for edit, edited in _edits(image).items():
             edited.save(folder / f"{name}_{edit}.jpg", quality=90)
-    run = lambda: subprocess.run(  # noqa: E731
-        [sys.executable, "-m", "lookalike", "dedup", str(folder), "--model", "sscd_distilled", "--json"],
-        env=server_env(cat_settings), capture_output=True, text=True, timeout=600)
+
+    def run() -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "lookalike", "dedup", str(folder), "--model", "sscd_distilled",
+                               "--json"], env=server_env(cat_settings), capture_output=True, text=True, timeout=600,
+                              check=False)
+
     done = run()
     assert done.returncode == 0, done.stderr
     report = json.loads(done.stdout)
@@ -141,5 +144,5 @@ def test_dedup_folder_finds_flips_and_rotations_and_keeps_photos_apart(cat_setti
 
 def test_dedup_needs_a_folder_or_a_catalog(cat_settings):
     done = subprocess.run([sys.executable, "-m", "lookalike", "dedup"], env=server_env(cat_settings),
-                          capture_output=True, text=True, timeout=120)
+                          capture_output=True, text=True, timeout=120, check=False)
     assert done.returncode == 2 and "--catalog" in done.stderr
