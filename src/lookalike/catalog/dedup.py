@@ -157,15 +157,21 @@ class DuplicateReport:
 
 
 def copy_lines(catalog: Catalog, threshold: float | None, verify: bool) -> CopyLines:
-    """The lines for this catalog's model; ``threshold`` (a score) moves the candidate line."""
+    """The lines for this catalog's model; ``threshold`` (a score) moves the candidate line.
+
+    Without the check (``verify`` False) one line decides: the given threshold, else the copy
+    detector's sure line or the similarity model's near-duplicate line.
+    """
+    given = None if threshold is None else 2.0 * float(threshold) - 1.0
     if is_copy_detector(catalog.model):
         lines = SSCD_LINES
-        if threshold is not None:
-            lines = CopyLines(2.0 * threshold - 1.0, max(lines.sure, 2.0 * threshold - 1.0), lines.neighbours)
-        return lines if verify else CopyLines(lines.candidate if threshold is None else 2.0 * threshold - 1.0,
-                                              lines.candidate if threshold is None else 2.0 * threshold - 1.0)
-    score = float(catalog.thresholds.near_duplicate if threshold is None else threshold)
-    candidate = 2.0 * score - 1.0
+        if not verify:
+            line = lines.sure if given is None else given
+            return CopyLines(line, line, lines.neighbours)
+        if given is None:
+            return lines
+        return CopyLines(given, max(lines.sure, given), lines.neighbours)
+    candidate = 2.0 * float(catalog.thresholds.near_duplicate) - 1.0 if given is None else given
     return CopyLines(candidate, 0.9999 if verify else candidate)
 
 
