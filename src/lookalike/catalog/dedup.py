@@ -105,12 +105,14 @@ class Cluster:
     keep: int
     members: list[ImageRecord]
     pairs: list[Pair] = field(default_factory=list)
+    centre: int = 0  # the image every other member is a verified copy of (the kept one is the largest)
 
     def to_dict(self) -> dict:
         return {
             "cluster_id": self.cluster_id,
             "tier": self.tier,
             "keep": self.keep,
+            "centre": self.centre,
             "members": [{"id": m.id, "path": m.path, "filename": m.filename, "width": m.width, "height": m.height}
                         for m in self.members],
             "pairs": [p.to_dict() for p in self.pairs],
@@ -222,7 +224,8 @@ def find_duplicates(catalog: Catalog, threshold: float | None = None, *, keep: K
             pairs.append(Pair(a, b, cos, float(normalized_score(cos)), "exact" if exact else "near_duplicate",
                               checked=(a, b) in confirmed))
         tier = "exact" if len({records[i].content_hash for i in members}) == 1 else "near_duplicate"
-        clusters.append(Cluster(0, tier, kept, sorted((records[i] for i in members), key=lambda m: m.id), pairs))
+        clusters.append(Cluster(0, tier, kept, sorted((records[i] for i in members), key=lambda m: m.id), pairs,
+                                centre))
     clusters.sort(key=lambda c: (-len(c.members), c.keep))
     for number, cluster in enumerate(clusters, 1):
         cluster.cluster_id = number

@@ -149,6 +149,7 @@ class DuplicateCluster(BaseModel):
     cluster_id: int
     tier: Literal["exact", "near_duplicate"]
     keep: int
+    centre: int = 0  # every other member is a verified copy of this one
     members: list[Member]
     pairs: list[DuplicatePair]
 
