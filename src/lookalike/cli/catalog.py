@@ -158,41 +158,103 @@ def search(
                   f"similar >= {thresholds.similar:.3f} ({escape(thresholds.source)})")
 
 
+def _dedup_catalog_name(folder: Path) -> str:
+    """A catalog name of its own for a folder: its name plus a short hash of its absolute path."""
+    import hashlib
+    import re
+
+    resolved = folder.expanduser().resolve()
+    stem = re.sub(r"[^A-Za-z0-9_-]+", "-", resolved.name).strip("-_")[:40] or "folder"
+    return f"dedup-{stem}-{hashlib.sha1(str(resolved).encode()).hexdigest()[:8]}"
+
+
 def dedup(
-    catalog: CatalogOpt,
+    folder: Annotated[Optional[Path], typer.Argument(help="folder to index (new and changed images only) and "
+                                                     "deduplicate; omit it with --catalog", exists=True,
+                                                     file_okay=False)] = None,
+    catalog: Annotated[Optional[str], typer.Option("--catalog", "-c", help="catalog name; with FOLDER default: "
+                                                   "one of its own, reused on the next run")] = None,
+    model: Annotated[Optional[str], typer.Option("--model", "-m", help="model for a new catalog (default: the "
+                                                 "copy detector sscd_distilled when installed)")] = None,
     threshold: Annotated[Optional[float], typer.Option("--threshold", "-t", min=0.0, max=1.0,
-                                                       help="score (cos+1)/2; default: the near-duplicate line")] = None,
+                                                       help="candidate line as a score (cos+1)/2; default: the "
+                                                       "model's")] = None,
     out: Annotated[Optional[Path], typer.Option("--out", "-o", help="write clusters to FILE.csv or FILE.json")] = None,
     show: Annotated[int, typer.Option("--show", help="clusters to print")] = 10,
+    as_json: Annotated[bool, typer.Option("--json", help="print one JSON object: exact and near (lists of path groups, the kept image "
+                                          "first), skipped (unreadable files), timings and stats")] = False,
 ) -> None:
-    """Group the catalog into near-duplicate clusters and say which image of each to keep."""
-    from lookalike.catalog.catalog import Catalog
-    from lookalike.catalog.dedup import find_duplicates
+    """Group images into duplicate clusters and say which of each to keep.
 
+    With FOLDER: index it into a catalog of its own (reused on the next run, only new and changed
+    images embedded), then cluster. With --catalog NAME alone: cluster a catalog already built.
+    """
+    from lookalike.catalog.catalog import DB_FILE, Catalog, catalog_dir
+    from lookalike.catalog.dedup import dedup_model, find_duplicates
+    from lookalike.catalog.indexer import index_folder
+
+    if folder is None and catalog is None:
+        fail(LookalikeError("name a FOLDER to deduplicate, or an existing catalog with --catalog NAME",
+                             code="missing_source"))
     settings = get_settings()
+    quiet = as_json or not err_console.is_terminal
+    timings: dict[str, float] = {}
+    skipped: list[dict] = []
     try:
-        with Catalog(catalog, settings, create=False) as cat:
+        name = catalog or _dedup_catalog_name(folder)  # type: ignore[arg-type]
+        create = folder is not None
+        exists = (catalog_dir(name, settings) / DB_FILE).is_file()
+        # a new catalog gets the copy detector; an existing one keeps its model (unless --model disagrees)
+        new_model = model or (dedup_model(settings) if create and not exists else None)
+        with Catalog(name, settings, model=new_model, create=create) as cat, \
+                Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                         TaskProgressColumn(), TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
+                         console=err_console, transient=True, disable=quiet) as bar:
+            if folder is not None:
+                task = bar.add_task("indexing", total=None)
+                report = index_folder(folder, cat, progress=lambda p: bar.update(task, total=p.total,
+                                                                                  completed=p.done))
+                timings["index_s"] = report.elapsed_s
+                skipped = [{"path": path, "error": error} for path, error in report.errors]
+                bar.remove_task(task)
+            stages: dict[str, object] = {}
+
+            def progress(stage: str, done: int, total: int) -> None:
+                if stage not in stages:
+                    stages[stage] = bar.add_task("finding copies" if stage == "graph" else "checking pairs",
+                                                 total=total)
+                bar.update(stages[stage], total=total, completed=done)
+
             started = time.perf_counter()
-            with progress(f"finding near-duplicates among {plural(len(cat), 'image')} of {catalog}"):
-                report = find_duplicates(cat, threshold)
-            elapsed = time.perf_counter() - started
+            dup = find_duplicates(cat, threshold, progress=progress)
+            timings["dedup_s"] = time.perf_counter() - started
             size = len(cat)
     except LookalikeError as exc:
         fail(exc)
-    exact = sum(c.tier == "exact" for c in report.clusters)
-    members = sum(len(c.members) for c in report.clusters)
+    if as_json:
+        print(json.dumps(dup.groups() | {"skipped": skipped, "catalog": dup.catalog, "model": cat.model,
+                                          "images": size, "timings_s": {k: round(v, 3) for k, v in timings.items()},
+                                          "stats": dup.stats}, indent=2))
+        if out is not None:
+            dup.write(out)
+        return
+    exact = sum(c.tier == "exact" for c in dup.clusters)
+    members = sum(len(c.members) for c in dup.clusters)
     console.print(
-        f"{plural(len(report.clusters), 'cluster')} ({exact} exact, {len(report.clusters) - exact} near-duplicate) "
-        f"covering {members} of {plural(size, 'image')} at score >= {report.threshold:.3f} ({elapsed:.2f} s); "
-        f"{members - len(report.clusters)} could be removed"
+        f"{plural(len(dup.clusters), 'cluster')} ({exact} exact, {len(dup.clusters) - exact} near-duplicate) "
+        f"covering {members} of {plural(size, 'image')} in catalog [bold]{escape(dup.catalog)}[/bold] ({cat.model}; "
+        + (f"indexed in {timings['index_s']:.1f} s, " if "index_s" in timings else "")
+        + f"clustered in {timings['dedup_s']:.2f} s); {members - len(dup.clusters)} could be removed"
     )
-    if report.clusters and show:
-        shown = min(show, len(report.clusters))
+    if skipped:
+        console.print(f"{plural(len(skipped), 'unreadable file')} skipped")
+    if dup.clusters and show:
+        shown = min(show, len(dup.clusters))
         title = "the largest cluster" if shown == 1 else f"the {shown} largest clusters"
         table = Table(title=f"{title} (* = keep)")
         for column in ("cluster", "tier", "size", "min score", "members"):
             table.add_column(column)
-        for c in report.clusters[:show]:
+        for c in dup.clusters[:show]:
             ordered = sorted(c.members, key=lambda m: m.id != c.keep)  # the kept one first
             names = ", ".join(("*" if m.id == c.keep else "") + _member_name(m) for m in ordered[:6])
             if len(ordered) > 6:
@@ -201,7 +263,7 @@ def dedup(
             table.add_row(str(c.cluster_id), c.tier, str(len(c.members)), f"{low:.3f}", escape(names))
         console.print(table)
     if out is not None:
-        console.print(f"wrote {escape(display_path(report.write(out)))}")
+        console.print(f"wrote {escape(display_path(dup.write(out)))}")
 
 
 def _member_name(member) -> str:  # noqa: ANN001

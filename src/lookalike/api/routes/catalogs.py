@@ -7,13 +7,15 @@ id, from the path the catalog recorded, never from a path the client names.
 
 from __future__ import annotations
 
+import asyncio
 import mimetypes
 import threading
+import time
 from pathlib import Path
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, File, Form, Path as PathParam, Query, UploadFile
-from fastapi.responses import FileResponse
+from fastapi.responses import FileResponse, JSONResponse
 from pydantic import BaseModel, Field
 
 from lookalike.catalog.catalog import Catalog, list_catalogs
@@ -150,12 +152,14 @@ class DuplicatePair(BaseModel):
     cosine: float
     score: float
     verdict: VerdictName
+    checked: bool = False  # decided by the local-feature check
 
 
 class DuplicateCluster(BaseModel):
     cluster_id: int
     tier: Literal["exact", "near_duplicate"]
     keep: int
+    centre: int = 0  # every other member is a verified copy of this one
     members: list[Member]
     pairs: list[DuplicatePair]
 
@@ -163,6 +167,15 @@ class DuplicateCluster(BaseModel):
 class DuplicatesResponse(BaseModel):
     threshold: float
     clusters: list[DuplicateCluster]
+    stats: dict = {}
+
+
+class DuplicatesRunning(BaseModel):
+    status: Literal["running"]
+    stage: str
+    done: int
+    total: int
+    elapsed_s: float
 
 
 # --- routes ----------------------------------------------------------------------------------
@@ -251,14 +264,73 @@ async def search(
     return {"query": query, "model": catalog.model, "input_size": catalog.input_size} | answer.to_dict()
 
 
-@router.get("/{name}/duplicates", response_model=DuplicatesResponse, dependencies=[ReadAccess])
+class DuplicateJobs:
+    """Dedup runs in a background thread per (catalog, threshold, catalog version), so a large
+    catalog's request never hits the request timeout: the route waits a while for the job, then
+    answers 202 with its progress; the same request later returns the finished report (kept until
+    the catalog changes)."""
+
+    def __init__(self) -> None:
+        self._jobs: dict[tuple, dict] = {}
+        self._lock = threading.Lock()
+
+    def start(self, catalog: Catalog, threshold: float | None) -> dict:
+        key = (catalog.name, threshold, catalog.meta.data_version(), len(catalog))
+        with self._lock:
+            for old in [k for k in self._jobs if k[0] == catalog.name and k != key and self._jobs[k]["done"].is_set()]:
+                del self._jobs[old]  # a report of an older version of the catalog
+            job = self._jobs.get(key)
+            if job is not None:
+                return job
+            job = self._jobs[key] = {"done": threading.Event(), "report": None, "error": None,
+                                     "stage": "graph", "progress": (0, len(catalog)), "started": time.monotonic()}
+
+        def progress(stage: str, done: int, total: int) -> None:
+            job["stage"], job["progress"] = stage, (done, total)
+
+        def run() -> None:
+            try:
+                job["report"] = find_duplicates(catalog, threshold, progress=progress).to_dict()
+            except Exception as exc:  # noqa: BLE001 - handed to the request that asks next
+                job["error"] = exc
+                with self._lock:
+                    self._jobs.pop(key, None)  # the next request starts afresh
+            finally:
+                job["done"].set()
+
+        threading.Thread(target=run, name=f"dedup-{catalog.name}", daemon=True).start()
+        return job
+
+
+def get_jobs(state: StateDep) -> DuplicateJobs:
+    jobs = state.extras.get("duplicate_jobs")
+    if jobs is None:
+        jobs = state.extras.setdefault("duplicate_jobs", DuplicateJobs())
+    return jobs
+
+
+@router.get("/{name}/duplicates", response_model=DuplicatesResponse, dependencies=[ReadAccess],
+            responses={202: {"model": DuplicatesRunning, "description": "still running: ask again (Retry-After)"}})
 async def duplicates(
     name: str,
     handles: HandlesDep,
     gate: GateDep,
-    threshold: Annotated[float | None, Query(ge=0.0, le=1.0, description="score (cos+1)/2; default: the "
-                                             "model's near-duplicate threshold")] = None,
-) -> dict:
+    state: StateDep,
+    settings: SettingsDep,
+    threshold: Annotated[float | None, Query(ge=0.0, le=1.0, description="candidate line as a score (cos+1)/2; "
+                                             "default: the model's")] = None,
+    wait: Annotated[float | None, Query(ge=0.0, le=600.0, description="seconds to wait for the result before "
+                                        "answering 202 with progress; default: half the request timeout")] = None,
+):
     catalog = await gate.run(lambda: handles.get(name))
-    report = await gate.run(find_duplicates, catalog, threshold)
-    return report.to_dict()
+    job = get_jobs(state).start(catalog, threshold)
+    limit = settings.request_timeout_s / 2 if wait is None else min(wait, settings.request_timeout_s * 0.8)
+    await asyncio.get_running_loop().run_in_executor(None, job["done"].wait, limit)
+    if job["done"].is_set():
+        if job["error"] is not None:
+            raise job["error"]
+        return job["report"]
+    done, total = job["progress"]
+    body = {"status": "running", "stage": job["stage"], "done": done, "total": total,
+            "elapsed_s": round(time.monotonic() - job["started"], 1)}
+    return JSONResponse(body, status_code=202, headers={"Retry-After": "2"})

@@ -41,7 +41,13 @@ async function load() {
     const params = new URLSearchParams();
     const threshold = $("threshold").value.trim();
     if (threshold) params.set("threshold", threshold);
-    const r = await api(`/v1/catalogs/${encodeURIComponent(catalog)}/duplicates?${params}`);
+    let r = await api(`/v1/catalogs/${encodeURIComponent(catalog)}/duplicates?${params}`);
+    while (r.status === "running") {  // 202: a large catalog is still being clustered in the background
+      const stage = r.stage === "check" ? "checking candidate pairs" : "finding candidates";
+      $("summary").textContent = `${stage}: ${r.done} of ${r.total} (${Math.round(r.elapsed_s)} s)…`;
+      await new Promise((resolve) => setTimeout(resolve, 1500));
+      r = await api(`/v1/catalogs/${encodeURIComponent(catalog)}/duplicates?${params}`);
+    }
     state = { catalog, clusters: r.clusters, keep: new Map(), labels: new Map() };
     for (const c of r.clusters) state.keep.set(c.cluster_id, c.keep);
     if (!threshold && r.threshold != null) $("threshold").placeholder = `auto (${fmt(r.threshold, 3)})`;
