@@ -230,6 +230,7 @@ def scale_graph(n: int, seed: int = 0) -> dict:
     from lookalike.catalog.catalog import Catalog
     from lookalike.catalog.dedup import find_duplicates
     from lookalike.catalog.metadata import NewImage
+    from lookalike.similarity import normalized_score
     from _common import bench_settings
 
     rng = np.random.default_rng(seed)
@@ -245,7 +246,7 @@ def scale_graph(n: int, seed: int = 0) -> dict:
             for start in range(0, n, 10_000):
                 catalog.add_embedded(rows[start:start + 10_000], base[start:start + 10_000])
             started = time.perf_counter()
-            report = find_duplicates(catalog, threshold=(0.85 + 1) / 2, verify=False)
+            report = find_duplicates(catalog, threshold=float(normalized_score(0.85)), verify=False)
             elapsed = time.perf_counter() - started
             model = catalog.model
     return {"n": n, "dim": dim, "model": model, "seconds": elapsed, "clusters": len(report.clusters),

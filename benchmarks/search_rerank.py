@@ -33,6 +33,7 @@ from _common import DEV_DATA, bench_settings, markdown_table, percentile, write_
 import lookalike.geometry as geometry
 from lookalike.catalog.search import rerank_head
 from lookalike.quality.evaluation import group_metrics_from_similarity, load_groups
+from lookalike.similarity import normalized_score
 
 HEAD = 50
 KEEP = 10
@@ -52,7 +53,7 @@ def groups_part(embedder) -> list[list]:  # noqa: ANN001
     groups = load_groups(DEV_DATA / "groups.csv")
     images = [embedder.load(p) for p in groups.paths]
     vectors = embedder.encode_decoded(images)
-    similarity = (vectors @ vectors.T + 1.0) / 2.0
+    similarity = normalized_score(vectors @ vectors.T)
     stored_fine = geometry.STORED_FINE
     geometry.STORED_FINE = 1000  # keep every corner; each variant takes its strongest N (what storing N keeps)
     try:
@@ -79,7 +80,7 @@ def groups_part(embedder) -> list[list]:  # noqa: ANN001
                 candidates = [stored[j] for j in head]
                 ranked = rerank_head(queries[q], candidates, cosines, keep=len(head))  # the full order, for mAP
                 for i, j in enumerate(head):
-                    out[q, j] = (ranked.keys[i] + 1.0) / 2.0
+                    out[q, j] = normalized_score(ranked.keys[i], clip=False)
                 started = time.perf_counter()
                 pruned = rerank_head(queries[q], candidates, cosines, keep=KEEP)  # what search runs
                 costs.append((time.perf_counter() - started) * 1000.0)
@@ -108,7 +109,7 @@ def pairs_part(embedder, thresholds) -> list[list]:  # noqa: ANN001
     labels = []
     for r in rows:
         a, b = r["path_a"], r["path_b"]
-        score = float((vectors[a] @ vectors[b] + 1.0) / 2.0)
+        score = float(normalized_score(float(vectors[a] @ vectors[b])))
         tier = thresholds.tier(score)
         if not geometry.needs_check(score, thresholds, tier):
             continue
