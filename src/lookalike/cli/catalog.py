@@ -24,7 +24,7 @@ from lookalike.errors import LookalikeError
 
 
 # the indexer's stage timings, as a user would name them (waiting on the reader overlaps the others: not shown)
-_STAGES = {"scan": "scanning", "read_decode": "decoding", "embed": "embedding", "write": "writing",
+_STAGES = {"load_model": "loading the model", "scan": "scanning", "read_decode": "decoding", "embed": "embedding", "write": "writing",
            "remove": "removing"}
 
 
