@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from lookalike.catalog.ingest import add_uploads
+from lookalike.catalog.media import thumbnail
 from lookalike.catalog.catalog import Catalog, BadCatalogNameError, check_name, list_catalogs
 from lookalike.catalog.metadata import NewImage
 from lookalike.errors import ConflictError, NotFoundError
@@ -103,9 +104,9 @@ def test_uploads_thumbnails_and_removal(cat_settings, sample_photos, embedder):
     assert errors and errors[0]["filename"] == "bad.png"
     record = catalog.get(added[0]["id"])
     assert (record.width, record.height) == (451, 300)
-    thumb = catalog.thumbnail(record.id, 64)
+    thumb = thumbnail(catalog, record.id, 64)
     assert thumb.is_file() and thumb.stat().st_size > 0
-    assert catalog.thumbnail(record.id, 64) == thumb
+    assert thumbnail(catalog, record.id, 64) == thumb
     assert catalog.remove([record.id]) == 1
     assert not thumb.exists()
     with pytest.raises(NotFoundError):

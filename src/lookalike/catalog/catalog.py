@@ -35,7 +35,6 @@ NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
 DB_FILE = "catalog.sqlite"
 INDEX_FILE = "vectors.faiss"
 VECTORS_FILE = "vectors.f32"
-THUMB_SIZES = range(16, 1025)
 
 
 class BadCatalogNameError(LookalikeError):
@@ -362,25 +361,6 @@ class Catalog:
     def describe(self) -> dict:
         return {"name": self.name, "count": len(self), "model": self.model, "input_size": self.input_size,
                 "created_at": self.created_at}
-
-    def thumbnail(self, image_id: int, size: int = 256) -> Path:
-        """A JPEG thumbnail whose long side is ``size``, made once and kept under ``thumbs/``."""
-        if size not in THUMB_SIZES:
-            raise LookalikeError(f"thumbnail size must be {THUMB_SIZES.start}..{THUMB_SIZES.stop - 1}",
-                                 status=422, code="bad_thumbnail_size")
-        record = self.get(image_id)
-        final = self.root / "thumbs" / f"{image_id}_{size}.jpg"
-        if final.is_file():
-            return final
-        from lookalike.imaging import load_image
-
-        image = load_image(self.original_path(record), draft_side=size)
-        image.thumbnail((size, size))
-        final.parent.mkdir(exist_ok=True)
-        tmp = final.with_name(f"{final.name}.{threading.get_ident()}.tmp")
-        image.save(tmp, "JPEG", quality=85)
-        tmp.replace(final)
-        return final
 
     def original_path(self, record: ImageRecord) -> Path:
         if not record.path or not Path(record.path).is_file():

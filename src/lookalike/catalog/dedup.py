@@ -40,7 +40,7 @@ import numpy as np
 
 from lookalike.catalog.catalog import Catalog
 from lookalike.catalog.metadata import ImageRecord
-from lookalike.errors import LookalikeError
+from lookalike.errors import InvalidValueError, LookalikeError
 from lookalike.similarity import normalized_score
 
 KeepRule = Callable[[list[ImageRecord]], ImageRecord]
@@ -190,7 +190,7 @@ def find_duplicates(catalog: Catalog, threshold: float | None = None, *, keep: K
     import time
 
     if threshold is not None and not 0.0 <= threshold <= 1.0:
-        raise LookalikeError("threshold is a score in [0, 1]", status=422, code="bad_threshold")
+        raise InvalidValueError("threshold is a score in [0, 1]", code="bad_threshold")
     verify = catalog.settings.geometric_check if verify is None else verify
     lines = copy_lines(catalog, threshold, verify)
     started = time.perf_counter()

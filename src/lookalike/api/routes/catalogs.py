@@ -21,6 +21,7 @@ from pydantic import BaseModel, Field
 from lookalike.catalog.catalog import Catalog, list_catalogs
 from lookalike.catalog.dedup import find_duplicates
 from lookalike.catalog.ingest import add_uploads
+from lookalike.catalog.media import thumbnail as make_thumbnail
 from lookalike.catalog.search import search_id, search_image
 from lookalike.config import Settings
 from lookalike.errors import LookalikeError
@@ -208,7 +209,7 @@ def image_info(name: str, image_id: ImageId, handles: HandlesDep) -> dict:
             responses={200: {"content": {"image/jpeg": {}}}})
 def thumbnail(name: str, image_id: ImageId, handles: HandlesDep,
               size: Annotated[int, Query(ge=16, le=1024, description="long side in pixels")] = 256) -> FileResponse:
-    path = handles.get(name).thumbnail(image_id, size)
+    path = make_thumbnail(handles.get(name), image_id, size)
     return FileResponse(path, media_type="image/jpeg", headers={"Cache-Control": "public, max-age=86400"})
 
 
