@@ -41,7 +41,8 @@ def test_compare_page_shows_near_duplicate_verdict_for_an_edited_copy(page, api,
     assert page.locator("#score").inner_text() == f"{expected['score']:.4f}"
     assert f"{expected['threshold']:.4f}" in page.locator("#threshold").inner_text()
     assert page.locator("#source").inner_text() == expected["threshold_source"]
-    assert "ms total" in page.locator("#timing").inner_text()
+    timing = page.locator("#timing").inner_text()
+    assert "ms total" in timing and all(part in timing for part in ("wait", "decode", "embed", "geometry"))
     page.wait_for_timeout(700)  # let the gauge needle settle for the screenshot
     screenshot(page, "compare")
     assert not page.console_errors, page.console_errors

@@ -44,8 +44,11 @@ function show(r) {
   $("tiers").textContent =
     `near-duplicate ≥ ${fmt(r.thresholds.near_duplicate, 3)} · similar ≥ ${fmt(r.thresholds.similar, 3)}`;
   $("used-model").textContent = `${r.model} @ ${r.input_size}px`;
-  $("timing").textContent =
-    `${ms(r.timing_ms.total)} total (decode ${ms(r.timing_ms.decode)}, embed ${ms(r.timing_ms.embed)})`;
+  // every part the server timed, so the parts add up to the total (wait = upload + queue)
+  const parts = ["wait", "decode", "embed", "geometry"]
+    .filter((k) => typeof r.timing_ms[k] === "number")
+    .map((k) => `${k} ${ms(r.timing_ms[k])}`);
+  $("timing").textContent = `${ms(r.timing_ms.total)} total (${parts.join(", ")})`;
 }
 
 setupDrop($("drop-a"), (file) => { files.a = file; run(); });
