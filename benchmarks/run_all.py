@@ -38,6 +38,7 @@ BENCHMARKS: dict[str, tuple[list[str], list[str]]] = {
     "accuracy": (["--quick"], ["--quick"]),
     "faults": ([], ["--trials", "3"]),
     "search_latency": ([], ["--rounds", "20", "--skip-100k"]),
+    "dedup": ([], ["--limit", "40", "--variant", "ukbench"]),
 }
 
 
