@@ -50,7 +50,8 @@ def test_service_verdicts_with_the_geometric_check_meet_the_f1_target(embedder, 
     from lookalike.quality.evaluation import service_decisions
 
     thresholds = thresholds_for(embedder.model_name, embedder.input_size, settings)
-    decisions = service_decisions(dev_pairs.path_a, dev_pairs.path_b, dev_scores, thresholds)
+    decisions = service_decisions(dev_pairs.path_a, dev_pairs.path_b, dev_scores, thresholds,
+                                  decode_side=embedder.preprocessing.decode_side)
     checked = pair_metrics(dev_scores, dev_pairs.labels, thresholds.match, dev_pairs.kinds, decisions)
     plain = pair_metrics(dev_scores, dev_pairs.labels, thresholds.match, dev_pairs.kinds)
     assert checked.roc_auc == plain.roc_auc  # the ranking metrics stay the score's
@@ -58,6 +59,27 @@ def test_service_verdicts_with_the_geometric_check_meet_the_f1_target(embedder, 
     for kind in checked.per_kind:
         if kind.label == 1:
             assert kind.correct_at_threshold >= 0.95, kind
+
+
+def test_eval_judges_exactly_what_compare_answers(embedder, dev_pairs, dev_scores, settings):
+    """eval pairs' decisions are /v1/compare's: same score, same decoded images, same check. Checked on
+    the DEV pairs the geometric check decides (score near or above the similar line), both labels."""
+    from lookalike.comparison import compare
+    from lookalike.geometry import needs_check
+    from lookalike.quality.evaluation import service_decisions
+
+    thresholds = thresholds_for(embedder.model_name, embedder.input_size, settings)
+    checked = [i for i, score in enumerate(dev_scores)
+               if needs_check(float(score), thresholds, thresholds.tier(float(score)))]
+    picked = [i for label in (0, 1) for i in checked if dev_pairs.labels[i] == label][:12] + \
+             [i for i in checked if dev_pairs.labels[i] == 1][:12]
+    picked = sorted(set(picked))
+    a = [dev_pairs.path_a[i] for i in picked]
+    b = [dev_pairs.path_b[i] for i in picked]
+    ours = service_decisions(a, b, [dev_scores[i] for i in picked], thresholds,
+                             decode_side=embedder.preprocessing.decode_side)
+    answered = [compare(x, y, settings=settings).is_match for x, y in zip(a, b)]
+    assert len(picked) >= 12 and list(ours) == answered
 
 
 def test_lookalike_beats_phash_in_the_same_run(dev_pairs, dev_scores):

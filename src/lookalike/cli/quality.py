@@ -71,7 +71,8 @@ def eval_pairs(
                 if scorer is main and use_geometry:
                     update(description=f"[{n}/{len(scorers)}] geometric check of {len(pairs)} pairs")
                 decisions = (service_decisions(pairs.path_a, pairs.path_b, scores, thresholds,
-                                               ImageLimits.from_settings(settings))
+                                               ImageLimits.from_settings(settings),
+                                               main.embedder.preprocessing.decode_side)
                              if scorer is main and use_geometry else None)
             results.append((scorer, scores, pair_metrics(scores, pairs.labels, scorer.threshold, pairs.kinds,
                                                          decisions)))

@@ -217,17 +217,22 @@ def pair_metrics(scores: Sequence[float], labels: Sequence[int], threshold: floa
 
 
 def service_decisions(path_a: Sequence[Path], path_b: Sequence[Path], scores: Sequence[float], thresholds,
-                      limits=None) -> np.ndarray:  # noqa: ANN001 - similarity.Thresholds, imaging.ImageLimits
+                      limits=None, decode_side: int | None = None) -> np.ndarray:  # noqa: ANN001
     """Is each pair a match as ``/v1/compare`` answers it (``is_match``): the score line, with the
-    geometric check re-deciding pairs whose score is near or above the ``similar`` line."""
-    from lookalike.geometry import decide_tier, load_features, match_features, needs_check
+    geometric check re-deciding pairs whose score is near or above the ``similar`` line.
+
+    ``decode_side``: the embedder's reduced decode (``preprocessing.decode_side``), the image compare
+    checks, so eval judges exactly what compare answers (None: decode at the check's own size)."""
+    from lookalike.geometry import MAX_SIDE, decide_tier, local_features, match_features, needs_check
+    from lookalike.imaging import DEFAULT_LIMITS, load_image
 
     features: dict[str, object] = {}
 
     def features_of(path: Path):  # noqa: ANN202 - geometry.LocalFeatures
         key = str(path)
         if key not in features:
-            features[key] = load_features(path, limits)
+            image = load_image(path, limits or DEFAULT_LIMITS, draft_side=decode_side or MAX_SIDE)
+            features[key] = local_features(image)
         return features[key]
 
     out = []
