@@ -15,7 +15,7 @@ from lookalike.geometry import (
     local_features,
     match_features,
     needs_check,
-    rerank_score,
+    rerank_key,
 )
 from lookalike.similarity import Thresholds, Tier
 
@@ -71,8 +71,6 @@ def test_decide_tier_needs_pixels_that_line_up_to_call_a_copy():
     assert decide_tier(0.5, THRESHOLDS, aligned) is Tier.DIFFERENT  # far below the lines: not checked
 
 
-def test_rerank_score_adds_capped_local_evidence():
-    many = GeometryResult(inliers=500, keypoints=900, ratio=0.5, flipped=False)
-    none = GeometryResult(inliers=0, keypoints=900, ratio=0.0, flipped=False)
-    assert rerank_score(0.7, None) == rerank_score(0.7, none) == 0.7
-    assert rerank_score(0.7, many) == pytest.approx(1.7)  # capped: one look-alike cannot run away
+def test_rerank_key_adds_capped_local_evidence():
+    assert rerank_key(0.7, None) == rerank_key(0.7, 0) == 0.7  # not fitted, or no inliers: the cosine
+    assert rerank_key(0.7, 500) == pytest.approx(1.7)  # capped: one look-alike cannot run away

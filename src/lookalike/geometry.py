@@ -315,19 +315,14 @@ def refine_tier(a, b, score: float, thresholds, tier: Tier, limits=None) -> Tier
 # transform are evidence of the same object even between shots (shared texture, print, labels),
 # which the global embedding alone ranks poorly. Capped, so one richly textured look-alike cannot
 # jump far ahead; 0 inliers leaves the cosine as it was. The order uses the unmirrored fit only
-# (``RERANK_MATCH``): a mirror try lends symmetric unrelated objects inliers (DEV groups R@1 0.593
-# with it, 0.607 without, on both halves of the groups) and doubles the matching cost.
-RERANK_MATCH = {"second_look": False, "mirror": False}
+# (no mirror, no second look): a mirror try lends symmetric unrelated objects inliers (DEV groups
+# R@1 0.593 with it, 0.607 without, on both halves of the groups) and doubles the matching cost.
 RERANK_INLIER_CAP = 35  # for 400 x 300 corners (100 went with 1000 x 1000; benchmarks/results/search_rerank.md)
 
 
-def rerank_score(cosine: float, geometry: GeometryResult | None) -> float:
-    """Order key of a search result: its cosine plus min(inliers, cap) / cap of local evidence."""
-    return rerank_key(cosine, None if geometry is None else geometry.inliers)
-
-
 def rerank_key(cosine: float, inliers: int | None) -> float:
-    """``rerank_score`` from an inlier count (None: not fitted, the cosine alone)."""
+    """Order key of a search result: its cosine plus min(inliers, cap) / cap of local evidence
+    (``inliers`` None: not fitted, the cosine alone)."""
     if inliers is None:
         return cosine
     return cosine + min(inliers, RERANK_INLIER_CAP) / RERANK_INLIER_CAP
@@ -598,7 +593,7 @@ class Fit:
 
 def rerank_fits(query: QueryFeatures, candidates: list[StoredFeatures | None], cosines: list[float],
                 keep: int) -> list[Fit | None]:
-    """The unmirrored fine fit (``RERANK_MATCH``) per candidate, computed only where it could
+    """The unmirrored fine fit (no mirror, no second look) per candidate, computed only where it could
     change which ``keep`` candidates lead by ``rerank_key`` and their order.
 
     Candidates are fitted in order of their best possible key (cosine + capped match bound);

