@@ -485,18 +485,22 @@ def throughput(settings, embedder) -> list[list]:  # noqa: ANN001
         embedder.encode_arrays(np.concatenate([arrays, arrays]))
         return 2 * len(arrays) / (time.perf_counter() - t)
 
-    before = bare()
-    with tempfile.TemporaryDirectory() as tmp:
-        local = settings.model_copy(update={"data_dir": Path(tmp)})
-        with Catalog("bench", local) as catalog:
-            report = index_folder(DEV_DATA, catalog, embedder=embedder)
-    rate = report.embedded / report.elapsed_s
-    after = bare()
-    print(f"   {embedder.backend}: bare before {before:.1f}, after {after:.1f} img/s", flush=True)
-    forward = (before + after) / 2
-    stages = ", ".join(f"{k} {v:.1f}" for k, v in report.timings.items())
-    return [[embedder.backend, f"{report.embedded} DEV photos", f"{rate:.1f}", f"{forward:.1f}",
-             f"{rate / forward:.2f}", stages]]
+    rows = []
+    for features in (True, False):  # local features stored while indexing (the default), and not
+        before = bare()
+        with tempfile.TemporaryDirectory() as tmp:
+            local = settings.model_copy(update={"data_dir": Path(tmp), "index_local_features": features})
+            with Catalog("bench", local) as catalog:
+                report = index_folder(DEV_DATA, catalog, embedder=embedder)
+        rate = report.images_per_s
+        after = bare()
+        print(f"   {embedder.backend} (local features {'on' if features else 'off'}): bare before {before:.1f}, "
+              f"after {after:.1f} img/s", flush=True)
+        forward = (before + after) / 2
+        stages = ", ".join(f"{k} {v:.1f}" for k, v in report.timings.items())
+        rows.append([embedder.backend, "on" if features else "off", f"{report.embedded} DEV photos", f"{rate:.1f}",
+                     f"{forward:.1f}", f"{rate / forward:.2f}", stages])
+    return rows
 
 
 def pca_check(gauss: Gaussian, real: np.ndarray, aug: np.ndarray, n: int, dims: tuple[int, ...] = (128, 256)) -> str:
@@ -589,7 +593,7 @@ def main() -> None:
             engine = embedder if backend == embedder.backend else create_embedder(settings=settings, backend=backend)
             rows += throughput(settings, engine)
         sections.append("## (a) Indexing throughput vs the bare batched forward of the same model and engine "
-                        "(same run)\n\n" + markdown_table(["engine", "images", "index_folder img/s",
+                        "(same run)\n\n" + markdown_table(["engine", "local features stored", "images", "index_folder img/s",
                                                             "bare forward img/s", "ratio", "stage seconds"], rows))
         print(sections[-1], flush=True)
     command = "python benchmarks/catalog.py " + " ".join(sys.argv[1:])

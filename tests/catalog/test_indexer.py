@@ -103,7 +103,8 @@ def test_indexing_stores_each_embedded_images_local_features_once(photo_dir, cat
     from lookalike.catalog.search import stored_features
     from lookalike.geometry import features_for
 
-    with Catalog("features", cat_settings) as catalog:
+    settings = cat_settings.model_copy(update={"index_local_features": True})
+    with Catalog("features", settings) as catalog:
         report = index_folder(photo_dir, catalog, embedder=embedder)
         embedded = {catalog.meta.by_path(str(p)).id for p in walk_images(photo_dir)
                     if catalog.meta.by_path(str(p)) is not None} - {
