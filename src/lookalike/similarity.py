@@ -125,3 +125,55 @@ def thresholds_for(model: str, input_size: int, settings: Settings) -> Threshold
 def seed_threshold(model: str, settings: Settings) -> float:
     """The seed endpoint's yes/no line: the configured threshold, 0.80 unless overridden."""
     return settings.threshold_for(model)
+
+
+# --- copy decisions by a copy detector (issue 12) ------------------------------------------------
+# A similarity model (EfficientNet) scores "another shot of the same object" about as high as "an
+# edited copy"; a copy-detection descriptor (SSCD) was trained to tell them apart. With
+# ``settings.copy_model`` set, ``exact``/``near_duplicate`` are decided by that descriptor's score
+# (plus the geometric check in its unsure band) and ``similar``/``different`` by the similarity
+# model (benchmarks/copy_compare.py, benchmarks/results/accuracy.md "Copy decisions").
+COPY_TIERS = (Tier.EXACT, Tier.NEAR_DUPLICATE)
+
+
+@dataclass(frozen=True)
+class CopyLines:
+    """Lines on the copy detector's (cos+1)/2 score, for one copy model and input size."""
+
+    candidate: float  # below: never a copy
+    sure: float  # at or above: a copy without the check
+    match: float  # with the geometric check off: a copy at or above this line (its best-F1 line)
+    source: str
+
+
+def copy_lines_for(model: str, input_size: int, settings: Settings) -> CopyLines:
+    """The calibrated copy lines (``"copy_lines"`` of the calibration table in force, else the shipped
+    one); without them: the model's own match line, checked down to its similar line."""
+    for table, label in (load_calibration(settings), _shipped_calibration()):
+        entry = table.get("copy_lines", {}).get(calibration_key(model, input_size))
+        if entry is not None:
+            return CopyLines(float(entry["candidate"]), float(entry["sure"]), float(entry["match"]),
+                             f"{label} [copy_lines {calibration_key(model, input_size)}]")
+    plain = thresholds_for(model, input_size, settings)
+    return CopyLines(plain.similar, 1.0, plain.match, f"{plain.source} (no copy lines: match line, checked "
+                     "down to the similar line)")
+
+
+def copy_tier(score: float, copy_score: float, thresholds: Thresholds, lines: CopyLines, *,
+              exact: bool = False, check=None) -> tuple[Tier, bool]:  # noqa: ANN001 - () -> bool | None
+    """(tier, whether the check ran) from the similarity score, the copy detector's score and, in the
+    copy band, ``check()``: whether the geometric check lines the pixels up as only a copy does
+    (``geometry.lines_up``; None: no check, the copy model's match line decides).
+
+    A pair in the copy band that the check does not verify is ``similar`` whatever the similarity
+    score: the copy detector found it close, the pixels say another shot (or a look-alike)."""
+    if exact:
+        return Tier.EXACT, False
+    if copy_score >= lines.sure:
+        return Tier.NEAR_DUPLICATE, False
+    not_copy = Tier.SIMILAR if score >= thresholds.similar or copy_score >= lines.candidate else Tier.DIFFERENT
+    if copy_score < lines.candidate:
+        return not_copy, False
+    if check is None:
+        return (Tier.NEAR_DUPLICATE if copy_score >= lines.match else not_copy), False
+    return (Tier.NEAR_DUPLICATE if check() else not_copy), True

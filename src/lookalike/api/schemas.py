@@ -44,6 +44,10 @@ class CompareResult(BaseModel):
     verdict: VerdictName
     is_match: bool
     timing_ms: Timing
+    copy_model: str | None = Field(None, description="the copy detector that decided exact/near_duplicate "
+                                   "(setting copy_model); null: the score and the geometric check decided")
+    copy_score: float | None = Field(None, description="the copy detector's (cosine + 1) / 2; with a copy "
+                                     "detector, is_match means verdict exact or near_duplicate")
 
 
 class ModelInfo(BaseModel):

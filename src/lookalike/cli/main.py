@@ -63,6 +63,8 @@ def compare(
         "verdict": result.tier.value,
         "is_match": result.is_match,
         "timing_ms": {k: round(v, 2) for k, v in result.timing_ms.items()},
+        "copy_model": result.copy_model,
+        "copy_score": None if result.copy_score is None else round(result.copy_score, 6),
     }
     if as_json:
         print(json.dumps(payload))
@@ -72,6 +74,8 @@ def compare(
     console.print(f"  score    {result.score:.4f}   (cosine {result.cosine:+.4f})")
     console.print(f"  verdict  [{colour}]{result.tier.value}[/{colour}]   "
                   f"match >= {result.thresholds.match:.4f} ({escape(result.thresholds.source)})")
+    if result.copy_score is not None:
+        console.print(f"  copy     {result.copy_score:.4f}   ({result.copy_model} decides exact/near_duplicate)")
     console.print(f"  time     {result.timing_ms['total']:.1f} ms "
                   f"(decode {result.timing_ms['decode']:.1f}, embed {result.timing_ms['embed']:.1f}, "
                   f"geometry {result.timing_ms.get('geometry', 0.0):.1f})")

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import time
-from functools import partial
 from typing import Annotated
 
 from fastapi import APIRouter, Query, UploadFile
 
-from lookalike.comparison import compare_with
+from lookalike.comparison import compare_with, copy_detector
 from lookalike.errors import LookalikeError
 from lookalike.similarity import thresholds_for
 from lookalike.api.deps import CacheDep, GateDep, PoolDep, ReadAccess, SettingsDep, read_pair
@@ -36,8 +35,12 @@ async def compare_images(
     model = model or model_name  # the seed's parameter name: a caller moving from the seed keeps its choice
     data_1, data_2, embedder = await read_pair(image_1, image_2, settings, pool, gate, model, input_size)
     thresholds = thresholds_for(embedder.model_name, embedder.input_size, settings)
-    compare = partial(compare_with, geometry=settings.geometric_check)
-    result = await gate.run(compare, embedder, data_1, data_2, thresholds, cache)
+
+    def compare():  # noqa: ANN202 - in the inference lane: the copy detector's first use loads it there
+        return compare_with(embedder, data_1, data_2, thresholds, cache, geometry=settings.geometric_check,
+                            copy=copy_detector(pool.get, settings))
+
+    result = await gate.run(compare)
     total = (time.perf_counter() - started) * 1000.0
     inside = result.timing_ms  # decode + embed + geometry = its total; the rest of the request is waiting
     timing = {"decode": inside["decode"], "embed": inside["embed"], "geometry": inside["geometry"],
@@ -54,4 +57,6 @@ async def compare_images(
         verdict=result.tier.value,
         is_match=result.is_match,
         timing_ms=Timing(**timing),
+        copy_model=result.copy_model,
+        copy_score=result.copy_score,
     )

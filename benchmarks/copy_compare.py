@@ -1,0 +1,396 @@
+"""Which method should decide "copy" in /v1/compare? Every candidate on the same pairs, one table.
+
+Sets (never copied into the repository; generated ones under ``.lookalike/bench-cache``):
+- DEV pairs (``../shared/data/pairs.csv``);
+- the harder generated pairs (``datasets.make_hard_pairs``: combined edits, blur, heavy crop, ...);
+- other shots of one object (``datasets.other_shot_pairs``): never copies, should be ``similar``;
+- turned copies of the DEV originals: vertical flip, 90/180/270 degree turns, 25 degree rotation with
+  black corners, 35 degree rotation with grey corners on an expanded canvas, 30 degree rotation with
+  white corners (positives: original vs copy), against the same edit of *another* original (their
+  filled corners look alike) and a random other original's copy (negatives).
+
+Methods (``METHODS``):
+- ``today``: Lite0 score + shipped lines + the geometric check (``geometry.decide_tier``), as shipped;
+- ``sscd``: copy tiers by the SSCD descriptor's score: at or above the *sure* line a copy, between the
+  *candidate* and sure lines the geometric check decides, below it never a copy; ``similar`` by Lite0;
+- ``sscd_turned``: the same with the copy score the best over the second image's dihedral turns
+  (0/90/180/270 degrees, each mirrored too: 8 descriptors of one image);
+- ``sscd_turned4``: the best of 0/90/180/270 and the vertical flip (5 descriptors);
+- ``+union``: the check also runs where today's Lite0 rule asks for it;
+- ``+bandsim``: a pair in the copy band that the check does not verify is ``similar`` (not only by Lite0).
+Check rules in the band: ``aligned`` (the pixels line up, ``geometry.lines_up``) or ``compare`` (that,
+or strong keypoint evidence with NCC >= MIN_NCC, as ``geometry.decide_tier`` accepts).
+
+Lines are picked on one half of the originals (and groups) and judged on the other half, both ways
+(the accuracy_local.py way), so the held-out figures are honest; the shipped lines are then picked on
+all of it. ms per pair: the forwards a pair needs (measured per image, same run) plus the geometric
+check times the share of pairs that need it.
+
+Run: ``python benchmarks/copy_compare.py [--model sscd_distilled] [--out benchmarks/results/accuracy.md]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import sys
+import time
+import zlib
+from dataclasses import astuple, dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "src"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import bench_settings  # noqa: E402
+from datasets import CACHE, DEV, make_hard_pairs, other_shot_pairs  # noqa: E402
+
+from lookalike.quality.evaluation import load_pairs, roc_auc  # noqa: E402
+
+TURN_EDITS = ("vflip", "rot90", "rot180", "rot270", "rotate25_black", "rotate35_grey_expand", "rotate30_white")
+# the dihedral turns of the second image the turned copy scores try (PIL transposes; None: as is)
+D4 = (None, Image.Transpose.ROTATE_90, Image.Transpose.ROTATE_180, Image.Transpose.ROTATE_270,
+      Image.Transpose.FLIP_TOP_BOTTOM, Image.Transpose.FLIP_LEFT_RIGHT, Image.Transpose.TRANSPOSE,
+      Image.Transpose.TRANSVERSE)
+TURNS4 = (0, 1, 2, 3, 4)  # indices into D4: 0/90/180/270 and the vertical flip
+
+
+def _turn(image: Image.Image, edit: str) -> Image.Image:
+    if edit == "vflip":
+        return ImageOps.flip(image)
+    if edit.startswith("rot") and edit[3:].isdigit():
+        return image.transpose({"90": Image.Transpose.ROTATE_90, "180": Image.Transpose.ROTATE_180,
+                                "270": Image.Transpose.ROTATE_270}[edit[3:]])
+    if edit == "rotate25_black":
+        return image.rotate(25, resample=Image.BICUBIC, expand=False, fillcolor=(0, 0, 0))
+    if edit == "rotate35_grey_expand":
+        return image.rotate(-35, resample=Image.BICUBIC, expand=True, fillcolor=(128, 128, 128))
+    if edit == "rotate30_white":
+        return image.rotate(30, resample=Image.BICUBIC, expand=False, fillcolor=(255, 255, 255))
+    raise ValueError(edit)
+
+
+def make_turned_pairs(dev: Path = DEV, out: Path = CACHE / "turned", seed: int = 11):
+    """Turned copies of the DEV originals and their pairs (see the module docstring); written once."""
+    csv_path = out / "pairs.csv"
+    if not csv_path.is_file():
+        import csv
+
+        rng = random.Random(seed)
+        originals = sorted((dev / "pairs" / "originals").glob("*.jpg"))
+        (out / "edited").mkdir(parents=True, exist_ok=True)
+        rows = []
+        for original in originals:
+            with Image.open(original) as opened:
+                image = ImageOps.exif_transpose(opened).convert("RGB")
+            for edit in TURN_EDITS:
+                _turn(image, edit).save(out / "edited" / f"{original.stem}__{edit}.jpg", quality=90)
+        for original in originals:
+            others = [o for o in originals if o != original]
+            for edit in TURN_EDITS:
+                name = f"edited/{original.stem}__{edit}.jpg"
+                rows.append((str(original), name, 1, f"pos_{edit}"))
+                other = rng.choice(others)
+                rows.append((f"edited/{other.stem}__{edit}.jpg", name, 0, "neg_same_edit_other_photo"))
+            other = rng.choice(others)
+            rows.append((str(other), f"edited/{original.stem}__{rng.choice(TURN_EDITS)}.jpg", 0, "neg_random"))
+        with csv_path.open("w", newline="") as handle:
+            writer = csv.writer(handle)
+            writer.writerow(["path_a", "path_b", "label", "kind"])
+            writer.writerows(rows)
+    return load_pairs(csv_path)
+
+
+@dataclass
+class Pairs:
+    name: str
+    a: list[Path]
+    b: list[Path]
+    labels: np.ndarray
+    kinds: list[str]
+    half: np.ndarray  # 0/1: which half of the originals (groups) the pair belongs to
+
+
+def _half_of(key: str) -> int:
+    return zlib.crc32(key.encode()) % 2
+
+
+def _original_key(path: Path) -> str:
+    return path.stem.split("__")[0]
+
+
+def load_sets() -> list[Pairs]:
+    out = []
+    for name, ps in (("DEV", load_pairs(DEV / "pairs.csv")), ("hard", load_pairs(make_hard_pairs())),
+                     ("turned", make_turned_pairs())):
+        half = np.array([_half_of(_original_key(b if "originals" not in str(b) and label == 1 else a))
+                         for a, b, label in zip(ps.path_a, ps.path_b, ps.labels)])
+        out.append(Pairs(name, list(ps.path_a), list(ps.path_b), np.asarray(ps.labels), list(ps.kinds), half))
+    shots = other_shot_pairs()
+    out.append(Pairs("shots", [a for a, _ in shots], [b for _, b in shots], np.zeros(len(shots), int),
+                     ["other_shot"] * len(shots), np.array([_half_of(a.parent.name) for a, _ in shots])))
+    return out
+
+
+# ------------------------------------------------------------------------------- features
+
+
+def _vectors(embedder, paths: list[Path], key: str, turns: tuple = (None,)) -> dict[str, np.ndarray]:
+    """(len(turns), dim) per path: the embedding of each dihedral turn of the image; cached."""
+    cache_file = CACHE / "copy" / f"{key}.npz"
+    known: dict[str, np.ndarray] = {}
+    if cache_file.is_file():
+        data = np.load(cache_file, allow_pickle=False)
+        known = dict(zip(data["paths"].tolist(), data["vectors"]))
+    todo = [p for p in dict.fromkeys(map(str, paths)) if p not in known]
+    for i in range(0, len(todo), 32):
+        chunk = todo[i:i + 32]
+        images = [embedder.load(p) for p in chunk]
+        per_turn = [embedder.encode_decoded([im if t is None else im.transpose(t) for im in images]) for t in turns]
+        for j, p in enumerate(chunk):
+            known[p] = np.stack([v[j] for v in per_turn]).astype(np.float32)
+        print(f"  {key}: {len(known)} images", file=sys.stderr, flush=True)
+    if todo:
+        cache_file.parent.mkdir(parents=True, exist_ok=True)
+        np.savez(cache_file, paths=np.array(list(known)), vectors=np.stack(list(known.values())))
+    return known
+
+
+def _ms_per_image(embedders: dict, paths: list[Path], rounds: int = 3) -> dict[str, float]:
+    """decode + preprocess + forward, one image at a time as compare does, interleaved; median round."""
+    runs: dict[str, list[float]] = {k: [] for k in embedders}
+    for e in embedders.values():
+        e.encode_decoded([e.load(paths[0])])
+    for _ in range(rounds):
+        for name, e in embedders.items():
+            t0 = time.perf_counter()
+            for p in paths:
+                e.encode_decoded([e.load(p)])
+            runs[name].append((time.perf_counter() - t0) * 1000.0 / len(paths))
+    return {k: float(np.median(v)) for k, v in runs.items()}
+
+
+GEO_FILE = "copy/geometry.json"
+
+
+def geometry(pairs: list[tuple[str, str]], decode_side: int | None, limits) -> tuple[dict[str, list], float]:
+    """``match_features`` (as compare and eval run it) per pair, cached; and ms per check measured."""
+    from lookalike.geometry import MAX_SIDE, local_features, match_features
+    from lookalike.imaging import load_image
+
+    path = CACHE / GEO_FILE
+    cache = json.loads(path.read_text()) if path.is_file() else {}
+    todo = [(a, b) for a, b in dict.fromkeys(pairs) if f"{a}|{b}" not in cache]
+    ms = cache.get("__ms__", [0.0, 0])
+    t0 = time.perf_counter()
+    for i, (a, b) in enumerate(todo):
+        start = time.perf_counter()
+        fa = local_features(load_image(a, limits, draft_side=decode_side or MAX_SIDE), with_mirror=False)
+        fb = local_features(load_image(b, limits, draft_side=decode_side or MAX_SIDE))
+        cache[f"{a}|{b}"] = list(astuple(match_features(fa, fb)))
+        ms = [ms[0] + (time.perf_counter() - start) * 1000.0, ms[1] + 1]
+        if i % 200 == 199 or i == len(todo) - 1:
+            cache["__ms__"] = ms
+            path.write_text(json.dumps(cache))
+            print(f"  geometry {i + 1}/{len(todo)} ({time.perf_counter() - t0:.0f} s)", file=sys.stderr, flush=True)
+    return cache, ms[0] / max(ms[1], 1)
+
+
+# ------------------------------------------------------------------------------- decisions
+
+
+@dataclass(frozen=True)
+class Lines:
+    candidate: float  # copy score (cos+1)/2 below which never a copy
+    sure: float  # at or above: a copy without the check
+
+
+def check_says_copy(g, rule: str) -> bool:
+    """The geometric check's verdict in the copy band: ``aligned``: the pixels line up as only a copy
+    does (``geometry.lines_up``); ``compare``: that, or strong keypoint evidence with NCC >= MIN_NCC."""
+    from lookalike.geometry import MIN_NCC, STRONG, lines_up
+
+    if g is None:
+        return False
+    if rule == "aligned":
+        return lines_up(g)
+    return lines_up(g) or (g.is_copy(*STRONG) and g.ncc is not None and g.ncc >= MIN_NCC)
+
+
+@dataclass
+class Facts:
+    """Per pair of one set, everything a decision needs (vectorized over the set)."""
+
+    lite: np.ndarray
+    today_tier: np.ndarray  # str: today's service tier (Lite0 + check)
+    today_needs: np.ndarray  # bool: today's rule runs the check
+    lite_similar: np.ndarray  # bool: Lite0 score >= the similar line
+    check: dict[str, np.ndarray]  # rule -> bool: the check says copy
+
+
+def decide(method: str, f: Facts, copy: np.ndarray | None, lines: Lines | None, rule: str):
+    """(tier names, check needed) per pair of one set."""
+    if method == "today":
+        return f.today_tier, f.today_needs
+    # "+bandsim": a pair the copy detector put in the band but the check did not verify is "similar" too
+    similar = f.lite_similar | (copy >= lines.candidate) if "+bandsim" in method else f.lite_similar
+    not_copy = np.where(similar, "similar", "different")
+    sure = copy >= lines.sure
+    band = (copy >= lines.candidate) & ~sure
+    if "+union" in method:
+        band = band | (f.today_needs & ~sure)
+    copy_called = sure | (band & f.check[rule])
+    return np.where(copy_called, "near_duplicate", not_copy), band
+
+
+def judge(sets: list[Pairs], tiers: dict[str, np.ndarray], copy: dict[str, np.ndarray], mask_half: int | None) -> dict:
+    """Figures of one method on the sets (``mask_half``: only that half's pairs; None: all)."""
+    out: dict = {}
+    for s in sets:
+        sel = np.ones(len(s.labels), bool) if mask_half is None else s.half == mask_half
+        t = tiers[s.name][sel]
+        labels = s.labels[sel]
+        called = np.isin(t, ("exact", "near_duplicate"))
+        if s.name == "shots":
+            out["shots_copy"] = float(called.mean())
+            out["shots_similar"] = float((t == "similar").mean())
+            continue
+        pos = labels == 1
+        tp, fp, fn = int((called & pos).sum()), int((called & ~pos).sum()), int((~called & pos).sum())
+        out[f"{s.name}_f1"] = 2 * tp / max(2 * tp + fp + fn, 1)
+        out[f"{s.name}_auc"] = roc_auc(copy[s.name][sel], labels)
+        out[f"{s.name}_copies"] = float(called[pos].mean())
+        kinds = np.array(s.kinds)[sel]
+        out[f"{s.name}_kinds"] = {k: float((called[kinds == k] == (labels[kinds == k] == 1)).mean())
+                                  for k in sorted(set(kinds.tolist()))}
+    return out
+
+
+SHOT_WEIGHT = 5
+
+
+def pick_lines(method: str, sets, facts, copy, half: int | None, rule: str) -> Lines:
+    """Best pooled F1 (copies vs every negative) on ``half``, an other shot called a copy counting as
+    ``SHOT_WEIGHT`` false positives (the sets hold ~5x more copies than other shots, and the target for
+    shots is the stricter one); ties: fewer checks."""
+    grid = np.round(np.arange(0.50, 1.0001, 0.0125), 4)
+    sel = {s.name: np.ones(len(s.labels), bool) if half is None else s.half == half for s in sets}
+    best = None
+    for cand in grid:
+        for sure in grid[grid >= cand]:
+            lines = Lines(float(cand), float(sure))
+            tp = fp = fn = checks = 0
+            for s in sets:
+                tiers, checked = decide(method, facts[s.name], copy[s.name], lines, rule)
+                m = sel[s.name]
+                called = np.isin(tiers[m], ("exact", "near_duplicate"))
+                pos = s.labels[m] == 1
+                tp += int((called & pos).sum())
+                fp += int((called & ~pos).sum()) * (SHOT_WEIGHT if s.name == "shots" else 1)
+                fn += int((~called & pos).sum())
+                checks += int(checked[m].sum())
+            f1 = 2 * tp / max(2 * tp + fp + fn, 1)
+            key = (round(f1, 5), -checks)
+            if best is None or key > best[0]:
+                best = (key, lines)
+    return best[1]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="sscd_distilled")
+    parser.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "copy_compare.json"))
+    args = parser.parse_args(argv)
+
+    from lookalike.embed import create_embedder
+    from lookalike.geometry import FLOOR, GeometryResult
+    from lookalike.imaging import ImageLimits
+    from lookalike.similarity import thresholds_for
+
+    settings = bench_settings()
+    sets = load_sets()
+    lite_e = create_embedder(settings.default_model, settings=settings)
+    copy_e = create_embedder(args.model, settings=settings)
+    thresholds = thresholds_for(lite_e.model_name, lite_e.input_size, settings)
+    paths = list(dict.fromkeys(p for s in sets for p in (*s.a, *s.b)))
+    print(f"{len(paths)} images, {sum(len(s.labels) for s in sets)} pairs", file=sys.stderr)
+    lite_v = _vectors(lite_e, paths, f"{lite_e.model_name}-{lite_e.input_size}")
+    copy_v = _vectors(copy_e, paths, f"{copy_e.model_name}-{copy_e.input_size}-d4", D4)
+
+    def score(u: np.ndarray, v: np.ndarray) -> float:
+        return float((np.dot(u, v) / (np.linalg.norm(u) * np.linalg.norm(v)) + 1) / 2)
+
+    lite, copies = {}, {"sscd": {}, "sscd_turned": {}, "sscd_turned4": {}}
+    for s in sets:
+        lite[s.name] = np.array([score(lite_v[str(a)][0], lite_v[str(b)][0]) for a, b in zip(s.a, s.b)])
+        turned = np.array([[score(copy_v[str(a)][0], copy_v[str(b)][t]) for t in range(len(D4))]
+                           for a, b in zip(s.a, s.b)])
+        copies["sscd"][s.name] = turned[:, 0]
+        copies["sscd_turned"][s.name] = turned.max(axis=1)
+        copies["sscd_turned4"][s.name] = turned[:, list(TURNS4)].max(axis=1)
+    # the check runs wherever any method could ask for it
+    low = 0.50
+    need = [(str(a), str(b)) for s in sets for i, (a, b) in enumerate(zip(s.a, s.b))
+            if lite[s.name][i] >= thresholds.similar - FLOOR or copies["sscd_turned"][s.name][i] >= low]
+    print(f"geometric check on {len(need)} pairs", file=sys.stderr, flush=True)
+    geo_cache, geo_ms = geometry(need, lite_e.preprocessing.decode_side, ImageLimits.from_settings(settings))
+    geo = {s.name: [GeometryResult(*geo_cache[f"{a}|{b}"]) if f"{a}|{b}" in geo_cache else None
+                    for a, b in zip(s.a, s.b)] for s in sets}
+
+    sample = sorted((DEV / "pairs" / "originals").glob("*.jpg"))[:24]
+    ms_img = _ms_per_image({"lite": lite_e, "copy": copy_e}, sample)
+    print(f"ms/image {ms_img}, geometry {geo_ms:.1f} ms/check", file=sys.stderr, flush=True)
+
+    from lookalike.geometry import decide_tier, needs_check
+
+    facts = {}
+    for s in sets:
+        today, needs = [], []
+        for sc, g in zip(lite[s.name], geo[s.name]):
+            tier = thresholds.tier(float(sc))
+            n = needs_check(float(sc), thresholds, tier)
+            today.append((decide_tier(float(sc), thresholds, g) if n else tier).value)
+            needs.append(n)
+        facts[s.name] = Facts(lite[s.name], np.array(today), np.array(needs), lite[s.name] >= thresholds.similar,
+                              {r: np.array([check_says_copy(g, r) for g in geo[s.name]]) for r in ("compare", "aligned")})
+
+    methods = [("today", "sscd", "compare", 0)]
+    for copy_name, n_desc in (("sscd", 1), ("sscd_turned4", 5), ("sscd_turned", 8)):
+        for rule in ("compare", "aligned"):
+            methods.append((copy_name, copy_name, rule, n_desc))
+        methods.append((copy_name + "+union", copy_name, "aligned", n_desc))
+    methods.append(("sscd+bandsim", "sscd", "aligned", 1))
+    results = []
+    for method, copy_name, rule, n_desc in methods:
+        copy = lite if method == "today" else copies[copy_name]
+        row: dict = {"method": method, "rule": rule, "descriptors": n_desc}
+        held = []
+        for fit_half in (0, 1):
+            lines = None if method == "today" else pick_lines(method, sets, facts, copy, fit_half, rule)
+            tiers = {s.name: decide(method, facts[s.name], copy[s.name], lines, rule)[0] for s in sets}
+            held.append({**judge(sets, tiers, copy, 1 - fit_half),
+                         "lines": None if lines is None else [lines.candidate, lines.sure]})
+        lines = None if method == "today" else pick_lines(method, sets, facts, copy, None, rule)
+        decided = {s.name: decide(method, facts[s.name], copy[s.name], lines, rule) for s in sets}
+        row["held_out"] = held
+        row["all"] = judge(sets, {k: v[0] for k, v in decided.items()}, copy, None)
+        row["lines"] = None if lines is None else [lines.candidate, lines.sure]
+        share = float(np.mean(np.concatenate([v[1] for v in decided.values()])))
+        row["checked"] = share
+        # compare embeds both images with each model; turned scores embed one image's turns too
+        row["ms_pair"] = 2 * ms_img["lite"] + (ms_img["copy"] * (1 + n_desc) if n_desc else 0) + share * geo_ms
+        results.append(row)
+        print(json.dumps({k: v for k, v in row.items() if k != "held_out"}), flush=True)
+    Path(args.out).write_text(json.dumps({"model": args.model, "ms_image": ms_img, "geometry_ms": geo_ms,
+                                          "thresholds": [thresholds.match, thresholds.near_duplicate,
+                                                         thresholds.similar],
+                                          "results": results}, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
