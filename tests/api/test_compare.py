@@ -61,3 +61,20 @@ def test_openapi_lists_the_seed_endpoint_and_docs_are_offline(client):
     docs = client.get("/docs").text
     assert "/docs-assets/swagger-ui-bundle.js" in docs and "cdn" not in docs.lower()
     assert client.get("/docs-assets/swagger-ui-bundle.js").status_code == 200
+
+
+@pytest.mark.parametrize("turn", ["FLIP_TOP_BOTTOM", "ROTATE_90"])
+def test_vertical_flip_and_quarter_turn_are_near_duplicates(client, sample_china, turn):
+    """Decided by the copy detector (copy_model, default sscd_distilled) and reported with its score."""
+    from PIL import Image
+
+    original = Image.fromarray(sample_china)
+    body = _compare(client, jpeg_bytes(original), jpeg_bytes(original.transpose(getattr(Image.Transpose, turn)))).json()
+    assert body["verdict"] == "near_duplicate" and body["is_match"] is True
+    assert body["copy_model"] == "sscd_distilled" and 0.5 < body["copy_score"] <= 1.0
+
+
+def test_copy_fields_are_documented_in_the_schema(client):
+    schema = client.get("/openapi.json").json()["components"]["schemas"]["CompareResult"]["properties"]
+    assert "copy detector" in schema["copy_model"]["description"]
+    assert "is_match" in schema["copy_score"]["description"]

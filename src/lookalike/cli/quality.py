@@ -41,12 +41,21 @@ def eval_pairs(
     threshold: Annotated[float | None, typer.Option(help="judge at this score instead of the calibrated one")] = None,
     geometry: Annotated[bool | None, typer.Option(
         "--geometry/--no-geometry", help="judge lookalike's verdicts as the service gives them: the score line "
-        "plus the geometric check (default: the geometric_check setting); AUC/AP always rank the score")] = None,
+        "plus the geometric check (default: the geometric_check setting); AUC/AP rank the score that decides "
+        "copies: the copy detector's (setting copy_model) unless it is none or --threshold is given")] = None,
 ) -> None:
     """ROC-AUC, average precision, best-F1 threshold and P/R/F1 at the threshold in force, per kind too."""
     from lookalike.quality.baselines import baseline_scorer
     from lookalike.config import get_settings
-    from lookalike.quality.evaluation import load_pairs, pair_metrics, service_decisions
+    from lookalike.comparison import copy_detector
+    from lookalike.embed import create_embedder
+    from lookalike.quality.evaluation import (
+        cosine_pair_scores,
+        embed_paths,
+        load_pairs,
+        pair_metrics,
+        service_decisions,
+    )
     from lookalike.imaging import ImageLimits
     from lookalike.similarity import Thresholds
 
@@ -56,10 +65,16 @@ def eval_pairs(
         pairs = load_pairs(pairs_csv)
         with progress("loading the model (its first use exports it to ONNX)", quiet=as_json):
             main, thresholds = lookalike_scorer(model, size, settings)
+            # the copy detector decides copies as in compare (a fixed --threshold judges the score alone)
+            copy = None if threshold is not None else copy_detector(
+                lambda name: create_embedder(name, settings=settings), settings)
         if threshold is not None:
             main.threshold = threshold
             thresholds = Thresholds(threshold, min(threshold, thresholds.near_duplicate),
                                     min(threshold, thresholds.similar), "--threshold")
+        if copy is not None:
+            main.name += f" + {copy.embedder.model_name} copy detector"
+            main.threshold = copy.lines.sure  # on the copy score's scale: a copy by the score alone
         if use_geometry:
             main.name += " + geometric check"
         scorers = [main, *(baseline_scorer(b, settings) for b in (baseline or []))]
@@ -68,12 +83,22 @@ def eval_pairs(
             with progress(f"[{n}/{len(scorers)}] scoring {len(pairs)} pairs with {escape(scorer.name)}",
                           quiet=as_json) as update:
                 scores = scorer.pair_scores(pairs.path_a, pairs.path_b)
-                if scorer is main and use_geometry:
+                decisions = None
+                if scorer is main and copy is not None:
+                    update(description=f"[{n}/{len(scorers)}] copy scores of {len(pairs)} pairs")
+                    vectors = embed_paths(copy.embedder, pairs.unique_paths())
+                    copy_scores = cosine_pair_scores(vectors, pairs.path_a, pairs.path_b)
+                    decisions = service_decisions(pairs.path_a, pairs.path_b, scores, thresholds,
+                                                  ImageLimits.from_settings(settings),
+                                                  main.embedder.preprocessing.decode_side,
+                                                  copy_scores=copy_scores, copy_lines=copy.lines,
+                                                  geometry=use_geometry)
+                    scores = copy_scores  # AUC/AP rank the score that decides copies
+                elif scorer is main and use_geometry:
                     update(description=f"[{n}/{len(scorers)}] geometric check of {len(pairs)} pairs")
-                decisions = (service_decisions(pairs.path_a, pairs.path_b, scores, thresholds,
-                                               ImageLimits.from_settings(settings),
-                                               main.embedder.preprocessing.decode_side)
-                             if scorer is main and use_geometry else None)
+                    decisions = service_decisions(pairs.path_a, pairs.path_b, scores, thresholds,
+                                                  ImageLimits.from_settings(settings),
+                                                  main.embedder.preprocessing.decode_side)
             results.append((scorer, scores, pair_metrics(scores, pairs.labels, scorer.threshold, pairs.kinds,
                                                          decisions)))
     except LookalikeError as exc:
@@ -96,6 +121,9 @@ def eval_pairs(
                       _fmt(m.recall_at_threshold, 3), _fmt(m.f1_at_threshold, 3))
     console.print(table)
     console.print(f"threshold in force: {thresholds.match:.4f} ({escape(thresholds.source)})")
+    if copy is not None:
+        console.print(f"copies decided by {copy.embedder.model_name}: sure >= {copy.lines.sure:.4f}, the geometric "
+                      f"check from {copy.lines.candidate:.4f} ({escape(copy.lines.source)})")
     kinds = Table(title="per kind: share judged right at each method's threshold (AUC vs all negatives)")
     kinds.add_column("kind")
     kinds.add_column("n", justify="right")

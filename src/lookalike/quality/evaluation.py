@@ -217,14 +217,21 @@ def pair_metrics(scores: Sequence[float], labels: Sequence[int], threshold: floa
 
 
 def service_decisions(path_a: Sequence[Path], path_b: Sequence[Path], scores: Sequence[float], thresholds,
-                      limits=None, decode_side: int | None = None) -> np.ndarray:  # noqa: ANN001
-    """Is each pair a match as ``/v1/compare`` answers it (``is_match``): the score line, with the
-    geometric check re-deciding pairs whose score is near or above the ``similar`` line.
+                      limits=None, decode_side: int | None = None, *,  # noqa: ANN001
+                      copy_scores: Sequence[float] | None = None, copy_lines=None,  # noqa: ANN001
+                      geometry: bool = True) -> np.ndarray:
+    """Is each pair a match as ``/v1/compare`` answers it (``is_match``).
+
+    Without ``copy_scores``: the score line, with the geometric check re-deciding pairs whose score is
+    near or above the ``similar`` line. With a copy detector's ``copy_scores`` and ``copy_lines``
+    (``similarity.CopyLines``): a copy tier as ``similarity.copy_tier`` decides it, the check
+    (``geometry.lines_up``) only in the copy band; ``geometry=False``: no check (as compare without it).
 
     ``decode_side``: the embedder's reduced decode (``preprocessing.decode_side``), the image compare
     checks, so eval judges exactly what compare answers (None: decode at the check's own size)."""
-    from lookalike.geometry import MAX_SIDE, decide_tier, local_features, match_features, needs_check
+    from lookalike.geometry import MAX_SIDE, decide_tier, lines_up, local_features, match_features, needs_check
     from lookalike.imaging import DEFAULT_LIMITS, load_image
+    from lookalike.similarity import COPY_TIERS, copy_tier
 
     features: dict[str, object] = {}
 
@@ -236,7 +243,12 @@ def service_decisions(path_a: Sequence[Path], path_b: Sequence[Path], scores: Se
         return features[key]
 
     out = []
-    for a, b, score in zip(path_a, path_b, scores):
+    for i, (a, b, score) in enumerate(zip(path_a, path_b, scores)):
+        if copy_scores is not None:
+            check = (lambda a=a, b=b: lines_up(match_features(features_of(a), features_of(b)))) if geometry else None
+            tier, _ = copy_tier(float(score), float(copy_scores[i]), thresholds, copy_lines, check=check)
+            out.append(tier in COPY_TIERS)
+            continue
         tier = thresholds.tier(float(score))
         if needs_check(float(score), thresholds, tier):
             tier = decide_tier(float(score), thresholds, match_features(features_of(a), features_of(b)))
