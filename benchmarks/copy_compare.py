@@ -18,15 +18,20 @@ Methods (``METHODS``):
 - ``sscd_turned4``: the best of 0/90/180/270 and the vertical flip (5 descriptors);
 - ``+union``: the check also runs where today's Lite0 rule asks for it;
 - ``+bandsim``: a pair in the copy band that the check does not verify is ``similar`` (not only by Lite0).
-Check rules in the band: ``aligned`` (the pixels line up, ``geometry.lines_up``) or ``compare`` (that,
-or strong keypoint evidence with NCC >= MIN_NCC, as ``geometry.decide_tier`` accepts).
+Check rules in the band: ``aligned`` (the pixels line up, ``geometry.lines_up``), ``compare`` (that,
+or strong keypoint evidence with NCC >= MIN_NCC, as ``geometry.decide_tier`` accepts), ``strict``
+(dedup's: >= 8 corners fit and NCC >= 0.9) or ``strict_low`` (strict below the copy model's best-F1
+line, aligned above it), ``aligned_many`` (aligned, or a quarter of the corners fit one similarity
+transform: an occluded copy lines up poorly where the box is; shipped, ``comparison.copy_check``).
 
 Lines are picked on one half of the originals (and groups) and judged on the other half, both ways
 (the accuracy_local.py way), so the held-out figures are honest; the shipped lines are then picked on
 all of it. ms per pair: the forwards a pair needs (measured per image, same run) plus the geometric
 check times the share of pairs that need it.
 
-Run: ``python benchmarks/copy_compare.py [--model sscd_distilled] [--out benchmarks/results/accuracy.md]``
+Run: ``python benchmarks/copy_compare.py [--model sscd_distilled]`` (figures into
+``benchmarks/results/copy_compare.json``), ``--timing`` (end-to-end ms per compared pair, with and without
+the copy detector), then ``--report`` (the tables into ``benchmarks/results/accuracy.md``).
 """
 
 from __future__ import annotations
@@ -218,6 +223,12 @@ def check_says_copy(g, rule: str) -> bool:
         return False
     if rule == "aligned":
         return lines_up(g)
+    if rule == "aligned_many":  # what compare ships (comparison.copy_check)
+        from lookalike.comparison import copy_check
+
+        return copy_check(g)
+    if rule == "strict":  # dedup's rule (geometry.DEDUP_COPY): >= 8 corners fit, NCC >= 0.9
+        return g.ncc is not None and g.inliers >= 8 and g.ncc >= 0.9
     return lines_up(g) or (g.is_copy(*STRONG) and g.ncc is not None and g.ncc >= MIN_NCC)
 
 
@@ -229,13 +240,14 @@ class Facts:
     today_tier: np.ndarray  # str: today's service tier (Lite0 + check)
     today_needs: np.ndarray  # bool: today's rule runs the check
     lite_similar: np.ndarray  # bool: Lite0 score >= the similar line
+    today_match: np.ndarray  # bool: today's is_match (a copy tier, or the Lite0 score on the match line)
     check: dict[str, np.ndarray]  # rule -> bool: the check says copy
 
 
 def decide(method: str, f: Facts, copy: np.ndarray | None, lines: Lines | None, rule: str):
-    """(tier names, check needed) per pair of one set."""
+    """(tier names, check needed, is_match) per pair of one set."""
     if method == "today":
-        return f.today_tier, f.today_needs
+        return f.today_tier, f.today_needs, f.today_match
     # "+bandsim": a pair the copy detector put in the band but the check did not verify is "similar" too
     similar = f.lite_similar | (copy >= lines.candidate) if "+bandsim" in method else f.lite_similar
     not_copy = np.where(similar, "similar", "different")
@@ -243,18 +255,25 @@ def decide(method: str, f: Facts, copy: np.ndarray | None, lines: Lines | None, 
     band = (copy >= lines.candidate) & ~sure
     if "+union" in method:
         band = band | (f.today_needs & ~sure)
-    copy_called = sure | (band & f.check[rule])
-    return np.where(copy_called, "near_duplicate", not_copy), band
+    if rule == "strict_low":  # strict below the copy model's own best-F1 line, aligned above it
+        says = np.where(copy >= COPY_MATCH, f.check["aligned"], f.check["strict"])
+    else:
+        says = f.check[rule]
+    copy_called = sure | (band & says)
+    return np.where(copy_called, "near_duplicate", not_copy), band, copy_called
 
 
-def judge(sets: list[Pairs], tiers: dict[str, np.ndarray], copy: dict[str, np.ndarray], mask_half: int | None) -> dict:
-    """Figures of one method on the sets (``mask_half``: only that half's pairs; None: all)."""
+def judge(sets: list[Pairs], decided: dict[str, tuple], copy: dict[str, np.ndarray], mask_half: int | None) -> dict:
+    """Figures of one method on the sets (``mask_half``: only that half's pairs; None: all). F1 and
+    per-kind shares judge ``is_match`` as the service answers it; other shots are judged by tier."""
     out: dict = {}
     for s in sets:
         sel = np.ones(len(s.labels), bool) if mask_half is None else s.half == mask_half
-        t = tiers[s.name][sel]
+        t = decided[s.name][0][sel]
         labels = s.labels[sel]
         called = np.isin(t, ("exact", "near_duplicate"))
+        if s.name != "shots":
+            called = decided[s.name][2][sel]
         if s.name == "shots":
             out["shots_copy"] = float(called.mean())
             out["shots_similar"] = float((t == "similar").mean())
@@ -271,6 +290,7 @@ def judge(sets: list[Pairs], tiers: dict[str, np.ndarray], copy: dict[str, np.nd
 
 
 SHOT_WEIGHT = 5
+COPY_MATCH = 0.794052  # sscd_distilled@256's shipped best-F1 line (calibration_defaults.json)
 
 
 def pick_lines(method: str, sets, facts, copy, half: int | None, rule: str) -> Lines:
@@ -285,9 +305,9 @@ def pick_lines(method: str, sets, facts, copy, half: int | None, rule: str) -> L
             lines = Lines(float(cand), float(sure))
             tp = fp = fn = checks = 0
             for s in sets:
-                tiers, checked = decide(method, facts[s.name], copy[s.name], lines, rule)
+                tiers, checked, matched = decide(method, facts[s.name], copy[s.name], lines, rule)
                 m = sel[s.name]
-                called = np.isin(tiers[m], ("exact", "near_duplicate"))
+                called = np.isin(tiers[m], ("exact", "near_duplicate")) if s.name == "shots" else matched[m]
                 pos = s.labels[m] == 1
                 tp += int((called & pos).sum())
                 fp += int((called & ~pos).sum()) * (SHOT_WEIGHT if s.name == "shots" else 1)
@@ -300,11 +320,113 @@ def pick_lines(method: str, sets, facts, copy, half: int | None, rule: str) -> L
     return best[1]
 
 
+def end_to_end(settings, n_pairs: int = 40, rounds: int = 3) -> dict[str, float]:
+    """ms per compared pair through ``comparison.compare_with`` (bytes in, no embedding cache), with and
+    without the copy detector, interleaved pair by pair so machine load hits both alike; median round.
+    Pairs: DEV pairs (both labels) and other shots, the mix the accuracy figures use."""
+    from lookalike.comparison import compare_with, copy_detector
+    from lookalike.embed import EmbedderPool
+    from lookalike.similarity import thresholds_for
+
+    pool = EmbedderPool(settings)
+    embedder = pool.get()
+    thresholds = thresholds_for(embedder.model_name, embedder.input_size, settings)
+    detector = copy_detector(pool.get, settings)
+    dev = load_pairs(DEV / "pairs.csv")
+    rng = random.Random(3)
+    picked = rng.sample(range(len(dev.labels)), n_pairs // 2)
+    pairs = [(dev.path_a[i], dev.path_b[i]) for i in picked] + rng.sample(other_shot_pairs(), n_pairs // 2)
+    data = [(Path(a).read_bytes(), Path(b).read_bytes()) for a, b in pairs]
+    runs: dict[str, list[float]] = {"today (copy_model none)": [], f"{detector.embedder.model_name} copy tiers": []}
+    for a, b in data[:2]:  # warm-up
+        compare_with(embedder, a, b, thresholds)
+        compare_with(embedder, a, b, thresholds, copy=detector)
+    for _ in range(rounds):
+        spent = {k: 0.0 for k in runs}
+        for a, b in data:
+            for name, copy in zip(runs, (None, detector)):
+                t0 = time.perf_counter()
+                compare_with(embedder, a, b, thresholds, copy=copy)
+                spent[name] += time.perf_counter() - t0
+        for name in runs:
+            runs[name].append(spent[name] * 1000.0 / len(data))
+    return {k: float(np.median(v)) for k, v in runs.items()}
+
+
+BEGIN = "<!-- copy_compare.py --report: begin -->"
+END = "<!-- copy_compare.py --report: end -->"
+
+
+def write_report(results_json: Path, out: Path) -> None:
+    """The tables of ``results_json`` between BEGIN and END in ``out`` (placed before accuracy.py's own
+    generated part when first written)."""
+    data = json.loads(results_json.read_text())
+    rows = data["results"]
+    lines = [BEGIN, "",
+             "| method | check rule | lines (candidate / sure) | DEV AUC | DEV F1 | harder F1 | turned F1 | "
+             "copies matched (DEV / harder / turned) | other shots: copy / similar | pairs checked | ms/pair (est.) |",
+             "|---|---|---|---:|---:|---:|---:|---|---|---:|---:|"]
+    for r in rows:
+        a = r["all"]
+        held = r["held_out"]
+        lines_txt = "shipped Lite0 lines" if r["lines"] is None else f"{r['lines'][0]:.4f} / {r['lines'][1]:.4f}"
+        cell = (lambda key, fmt="{:.3f}": f"{fmt.format(a[key])} ({fmt.format(held[0][key])}, {fmt.format(held[1][key])})")
+        lines.append(
+            f"| {r['method']} ({r['descriptors']} copy descr.) | {r['rule'] if r['method'] != 'today' else 'decide_tier'} | "
+            f"{lines_txt} | {cell('DEV_auc', '{:.4f}')} | {cell('DEV_f1')} | {cell('hard_f1')} | {cell('turned_f1')} | "
+            f"{a['DEV_copies']:.3f} / {a['hard_copies']:.3f} / {a['turned_copies']:.3f} | "
+            f"{a['shots_copy']:.1%} ({held[0]['shots_copy']:.1%}, {held[1]['shots_copy']:.1%}) / "
+            f"{a['shots_similar']:.1%} ({held[0]['shots_similar']:.1%}, {held[1]['shots_similar']:.1%}) | "
+            f"{r['checked']:.0%} | {r['ms_pair']:.1f} |")
+    shown = [r for r in rows if (r["method"], r["rule"]) in (("today", "compare"), ("sscd+bandsim", "aligned"),
+                                                             ("sscd+bandsim", "aligned_many"))]
+    kinds = sorted({k for r in shown for name in ("turned_kinds", "hard_kinds") for k in r["all"][name]
+                    if k.startswith("pos")})
+    lines += ["", "Per edit (all pairs, share found as a copy):", "",
+              "| method | " + " | ".join(k.replace("pos_", "") for k in kinds) + " |",
+              "|---|" + "---:|" * len(kinds)]
+    for r in shown:
+        merged = {**r["all"]["hard_kinds"], **r["all"]["turned_kinds"]}
+        lines.append(f"| {r['method']} ({r['rule']}) | " + " | ".join(f"{merged.get(k, float('nan')):.2f}" for k in kinds)
+                     + " |")
+    if "end_to_end_ms" in data:
+        lines += ["", "End to end through `comparison.compare_with` (bytes in, no embedding cache; 20 DEV pairs + 20 "
+                  "other shots, interleaved, median of 3 rounds; `python benchmarks/copy_compare.py --timing`):", "",
+                  "| decision | ms per compared pair | ratio |", "|---|---:|---:|"]
+        base = next(iter(data["end_to_end_ms"].values()))
+        for name, ms in data["end_to_end_ms"].items():
+            lines.append(f"| {name} | {ms:.1f} | {ms / base:.2f}x |")
+    lines += ["", f"ms/image in the accuracy run: Lite0 {data['ms_image']['lite']:.1f}, {data['model']} "
+              f"{data['ms_image']['copy']:.1f}; the geometric check {data['geometry_ms']:.1f} ms per checked pair "
+              "(2 shared cores: compare ratios, not absolute figures).", "", END]
+    text = out.read_text()
+    block = "\n".join(lines)
+    if BEGIN in text:
+        text = text.split(BEGIN)[0] + block + text.split(END, 1)[1]
+    else:
+        marker = "<!-- generated by benchmarks/accuracy.py --report: tables below -->"
+        text = text.replace(marker, block + "\n\n" + marker) if marker in text else text + "\n" + block + "\n"
+    out.write_text(text)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="sscd_distilled")
     parser.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "copy_compare.json"))
+    parser.add_argument("--timing", action="store_true", help="only the end-to-end ms per compared pair")
+    parser.add_argument("--report", action="store_true", help="write the tables into benchmarks/results/accuracy.md")
     args = parser.parse_args(argv)
+    if args.report:
+        write_report(Path(args.out), REPO / "benchmarks" / "results" / "accuracy.md")
+        return 0
+    if args.timing:
+        times = end_to_end(bench_settings(copy_model=args.model))
+        out = Path(args.out)
+        saved = json.loads(out.read_text()) if out.is_file() else {}
+        saved["end_to_end_ms"] = times
+        out.write_text(json.dumps(saved, indent=1))
+        print(json.dumps(times))
+        return 0
 
     from lookalike.embed import create_embedder
     from lookalike.geometry import FLOOR, GeometryResult
@@ -349,14 +471,18 @@ def main(argv: list[str] | None = None) -> int:
 
     facts = {}
     for s in sets:
-        today, needs = [], []
+        today, needs, matched = [], [], []
         for sc, g in zip(lite[s.name], geo[s.name]):
             tier = thresholds.tier(float(sc))
             n = needs_check(float(sc), thresholds, tier)
-            today.append((decide_tier(float(sc), thresholds, g) if n else tier).value)
+            tier = decide_tier(float(sc), thresholds, g) if n else tier
+            today.append(tier.value)
             needs.append(n)
+            matched.append(thresholds.is_match(float(sc), tier))
         facts[s.name] = Facts(lite[s.name], np.array(today), np.array(needs), lite[s.name] >= thresholds.similar,
-                              {r: np.array([check_says_copy(g, r) for g in geo[s.name]]) for r in ("compare", "aligned")})
+                              np.array(matched),
+                              {r: np.array([check_says_copy(g, r) for g in geo[s.name]])
+                               for r in ("compare", "aligned", "aligned_many", "strict")})
 
     methods = [("today", "sscd", "compare", 0)]
     for copy_name, n_desc in (("sscd", 1), ("sscd_turned4", 5), ("sscd_turned", 8)):
@@ -364,6 +490,11 @@ def main(argv: list[str] | None = None) -> int:
             methods.append((copy_name, copy_name, rule, n_desc))
         methods.append((copy_name + "+union", copy_name, "aligned", n_desc))
     methods.append(("sscd+bandsim", "sscd", "aligned", 1))
+    methods.append(("sscd+bandsim", "sscd", "aligned_many", 1))
+    methods.append(("sscd_turned4+bandsim", "sscd_turned4", "aligned_many", 5))
+    for rule in ("strict", "strict_low"):
+        methods.append(("sscd+bandsim", "sscd", rule, 1))
+        methods.append(("sscd_turned4+bandsim", "sscd_turned4", rule, 5))
     results = []
     for method, copy_name, rule, n_desc in methods:
         copy = lite if method == "today" else copies[copy_name]
@@ -371,13 +502,13 @@ def main(argv: list[str] | None = None) -> int:
         held = []
         for fit_half in (0, 1):
             lines = None if method == "today" else pick_lines(method, sets, facts, copy, fit_half, rule)
-            tiers = {s.name: decide(method, facts[s.name], copy[s.name], lines, rule)[0] for s in sets}
-            held.append({**judge(sets, tiers, copy, 1 - fit_half),
+            decided = {s.name: decide(method, facts[s.name], copy[s.name], lines, rule) for s in sets}
+            held.append({**judge(sets, decided, copy, 1 - fit_half),
                          "lines": None if lines is None else [lines.candidate, lines.sure]})
         lines = None if method == "today" else pick_lines(method, sets, facts, copy, None, rule)
         decided = {s.name: decide(method, facts[s.name], copy[s.name], lines, rule) for s in sets}
         row["held_out"] = held
-        row["all"] = judge(sets, {k: v[0] for k, v in decided.items()}, copy, None)
+        row["all"] = judge(sets, decided, copy, None)
         row["lines"] = None if lines is None else [lines.candidate, lines.sure]
         share = float(np.mean(np.concatenate([v[1] for v in decided.values()])))
         row["checked"] = share
@@ -385,7 +516,9 @@ def main(argv: list[str] | None = None) -> int:
         row["ms_pair"] = 2 * ms_img["lite"] + (ms_img["copy"] * (1 + n_desc) if n_desc else 0) + share * geo_ms
         results.append(row)
         print(json.dumps({k: v for k, v in row.items() if k != "held_out"}), flush=True)
-    Path(args.out).write_text(json.dumps({"model": args.model, "ms_image": ms_img, "geometry_ms": geo_ms,
+    out = Path(args.out)
+    saved = json.loads(out.read_text()) if out.is_file() else {}
+    out.write_text(json.dumps({**saved, "model": args.model, "ms_image": ms_img, "geometry_ms": geo_ms,
                                           "thresholds": [thresholds.match, thresholds.near_duplicate,
                                                          thresholds.similar],
                                           "results": results}, indent=1))

@@ -162,8 +162,8 @@ def copy_lines_for(model: str, input_size: int, settings: Settings) -> CopyLines
 def copy_tier(score: float, copy_score: float, thresholds: Thresholds, lines: CopyLines, *,
               exact: bool = False, check=None) -> tuple[Tier, bool]:  # noqa: ANN001 - () -> bool | None
     """(tier, whether the check ran) from the similarity score, the copy detector's score and, in the
-    copy band, ``check()``: whether the geometric check lines the pixels up as only a copy does
-    (``geometry.lines_up``; None: no check, the copy model's match line decides).
+    copy band, ``check()``: whether the geometric check says copy (``comparison.copy_check``: the pixels
+    line up as only a copy does; None: no check, the copy model's match line decides).
 
     A pair in the copy band that the check does not verify is ``similar`` whatever the similarity
     score: the copy detector found it close, the pixels say another shot (or a look-alike)."""

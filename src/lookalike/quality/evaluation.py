@@ -225,11 +225,12 @@ def service_decisions(path_a: Sequence[Path], path_b: Sequence[Path], scores: Se
     Without ``copy_scores``: the score line, with the geometric check re-deciding pairs whose score is
     near or above the ``similar`` line. With a copy detector's ``copy_scores`` and ``copy_lines``
     (``similarity.CopyLines``): a copy tier as ``similarity.copy_tier`` decides it, the check
-    (``geometry.lines_up``) only in the copy band; ``geometry=False``: no check (as compare without it).
+    (``comparison.copy_check``) only in the copy band; ``geometry=False``: no check (as compare without it).
 
     ``decode_side``: the embedder's reduced decode (``preprocessing.decode_side``), the image compare
     checks, so eval judges exactly what compare answers (None: decode at the check's own size)."""
-    from lookalike.geometry import MAX_SIDE, decide_tier, lines_up, local_features, match_features, needs_check
+    from lookalike.comparison import copy_check
+    from lookalike.geometry import MAX_SIDE, decide_tier, local_features, match_features, needs_check
     from lookalike.imaging import DEFAULT_LIMITS, load_image
     from lookalike.similarity import COPY_TIERS, copy_tier
 
@@ -245,7 +246,7 @@ def service_decisions(path_a: Sequence[Path], path_b: Sequence[Path], scores: Se
     out = []
     for i, (a, b, score) in enumerate(zip(path_a, path_b, scores)):
         if copy_scores is not None:
-            check = (lambda a=a, b=b: lines_up(match_features(features_of(a), features_of(b)))) if geometry else None
+            check = (lambda a=a, b=b: copy_check(match_features(features_of(a), features_of(b)))) if geometry else None
             tier, _ = copy_tier(float(score), float(copy_scores[i]), thresholds, copy_lines, check=check)
             out.append(tier in COPY_TIERS)
             continue
