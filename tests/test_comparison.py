@@ -173,3 +173,47 @@ def test_missing_copy_detector_package_falls_back_with_a_note(china, settings, m
     thresholds = thresholds_for(embedder.model_name, embedder.input_size, isolated)
     result = compare_with(embedder, _jpeg(china), _jpeg(china.resize((400, 266))), thresholds, copy=detector)
     assert result.copy_score is None and result.tier is Tier.NEAR_DUPLICATE
+
+
+def test_copy_tier_lines():
+    """``similarity.copy_tier``: sure line -> copy without the check; band -> the check decides, a rejected
+    pair is ``similar``; below the band -> the similarity score decides similar/different."""
+    from lookalike.similarity import CopyLines, Thresholds, copy_tier
+
+    t = Thresholds(match=0.85, near_duplicate=0.85, similar=0.77, source="test")
+    lines = CopyLines(candidate=0.6, sure=0.925, match=0.79, source="test")
+    ran: list[bool] = []
+
+    def check(verdict: bool):  # noqa: ANN202
+        return lambda: ran.append(verdict) or verdict
+
+    assert copy_tier(0.5, 0.95, t, lines, check=check(False)) == (Tier.NEAR_DUPLICATE, False) and ran == []
+    assert copy_tier(0.5, 0.95, t, lines, exact=True) == (Tier.EXACT, False)
+    assert copy_tier(0.70, 0.80, t, lines, check=check(True)) == (Tier.NEAR_DUPLICATE, True)
+    assert copy_tier(0.95, 0.80, t, lines, check=check(False)) == (Tier.SIMILAR, True)
+    assert copy_tier(0.70, 0.65, t, lines, check=check(False)) == (Tier.SIMILAR, True)  # in the band: similar
+    assert ran == [True, False, False]
+    assert copy_tier(0.90, 0.55, t, lines, check=check(True)) == (Tier.SIMILAR, False)  # below: Lite0 decides
+    assert copy_tier(0.70, 0.55, t, lines, check=check(True)) == (Tier.DIFFERENT, False)
+    assert ran == [True, False, False]
+    # no check (geometric_check off): the copy model's own match line decides in the band
+    assert copy_tier(0.70, 0.80, t, lines)[0] is Tier.NEAR_DUPLICATE
+    assert copy_tier(0.70, 0.70, t, lines)[0] is Tier.SIMILAR
+
+
+def test_copy_lines_come_from_the_shipped_calibration(settings):
+    from lookalike.similarity import copy_lines_for
+
+    lines = copy_lines_for("sscd_distilled", 256, settings)
+    assert (lines.candidate, lines.sure) == (0.6, 0.925) and "copy_lines sscd_distilled@256" in lines.source
+    fallback = copy_lines_for("sscd", 224, settings)  # no copy lines: its match line, checked from its similar line
+    assert fallback.sure == 1.0 and fallback.candidate < fallback.match and "no copy lines" in fallback.source
+
+
+def test_copy_model_setting_is_checked(settings):
+    from lookalike.config import Settings
+    from lookalike.errors import ConfigError
+
+    assert Settings(copy_model="None").copy_model == "none"
+    with pytest.raises(ConfigError, match="copy_model"):
+        Settings(copy_model="sscd_distiled")

@@ -340,6 +340,14 @@ class Settings(BaseSettings):
         except UnknownModelError as exc:
             raise ValueError(f"{exc.message} (`lookalike models` shows the table)") from None
 
+    @field_validator("copy_model")
+    @classmethod
+    def _known_copy_model(cls, value: str, info: ValidationInfo) -> str:
+        """``copy_model`` is ``none`` or a model of the table (a typo fails here, not at the first compare)."""
+        if value.strip().lower() == "none":
+            return "none"
+        return cls._known_model(value, info)
+
     @model_validator(mode="after")
     def _weights_follow_cache_dir(self) -> "Settings":
         """Unless weights_dirs is set, weights live under cache_dir, so LOOKALIKE_CACHE_DIR moves them too."""
