@@ -78,3 +78,20 @@ def test_shipped_defaults_cover_every_model_with_weights(settings):
             assert 0.5 < entry["similar"] <= entry["near_duplicate"] <= 1.0
             t = thresholds_for(status.spec.name, status.spec.default_size, settings)
             assert t.match == entry["match"] and "shipped" in t.source
+
+
+def test_pick_copy_lines_sets_the_check_band_where_it_pays():
+    """Copies above 0.95 and copies at 0.72-0.78 that the check verifies; other shots (weighing 5) at
+    0.75-0.92 that it rejects, random pairs at 0.40-0.45: the sure line goes just above the highest
+    shot, the candidate line down to the checked copies, above the random pairs."""
+    from lookalike.quality.calibration import pick_copy_lines
+
+    scores = [0.97, 0.96, 0.98, 0.72, 0.78, 0.75, 0.80, 0.85, 0.92, 0.40, 0.45]
+    labels = [1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0]
+    says = [True, True, True, True, True, False, False, False, False, False, False]
+    weights = [1, 1, 1, 1, 1, 5, 5, 5, 5, 1, 1]
+    candidate, sure, f1, checked = pick_copy_lines(scores, labels, says, weights)
+    assert sure == 0.925 and 0.45 < candidate <= 0.72
+    assert f1 == 1.0 and 0 < checked < 1
+    with pytest.raises(Exception, match="copies"):
+        pick_copy_lines([0.9, 0.8], [1, 1], [True, True])

@@ -243,6 +243,26 @@ def test_cli_calibrate_writes_a_file_the_service_reads(dev_data, tmp_path, cli_e
     assert t.match == entry["match"]
 
 
+def test_cli_calibrate_a_copy_detector_writes_copy_lines_compare_reads(dev_data, tmp_path, cli_env, settings):
+    """``lookalike calibrate --model sscd_distilled`` also picks its copy lines (the geometric check run on
+    the pairs and the groups' other shots), and compare's copy detector then uses them."""
+    from lookalike.cli.main import app
+    from lookalike.similarity import copy_lines_for
+
+    rows = (dev_data / "groups.csv").read_text().splitlines()
+    groups = tmp_path / "groups.csv"
+    groups.write_text("\n".join(["path,group"] + [f"{dev_data / r.split(',')[0]},{r.split(',')[1]}" for r in rows[1:17]]))
+    out = tmp_path / "cal.json"
+    result = CliRunner().invoke(app, ["calibrate", str(_subset(dev_data, tmp_path, 40)), "--model", "sscd_distilled",
+                                      "--groups", str(groups), "--out", str(out), "--json"])
+    assert result.exit_code == 0, result.output
+    entry = json.loads(out.read_text())["copy_lines"]["sscd_distilled@256"]
+    assert 0.5 <= entry["candidate"] <= entry["sure"] <= 1.0 and 0.5 < entry["metrics"]["f1"] <= 1.0
+    assert "other-shot pairs" in entry["metrics"]["source"]
+    lines = copy_lines_for("sscd_distilled", 256, settings.model_copy(update={"calibration_file": out}))
+    assert (lines.candidate, lines.sure) == (entry["candidate"], entry["sure"]) and str(out) in lines.source
+
+
 def test_cli_bad_csv_is_a_clear_error(tmp_path, cli_env):
     from lookalike.cli.main import app
 

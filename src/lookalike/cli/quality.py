@@ -222,9 +222,17 @@ def calibrate(
             update(description=f"calibrating {embedder.model_name}@{embedder.input_size}: scoring the pairs")
             calibration = calibrate_embedder(embedder, pairs_csv, groups_csv=groups, target_precision=target_precision,
                                              feedback=settings if from_feedback else None, pooling=settings.pooling)
+            copy_lines = []
+            if pairs_csv is not None and embedder.model_name.lower().startswith("sscd"):  # a copy detector
+                from lookalike.imaging import ImageLimits
+                from lookalike.quality.calibration import calibrate_copy_lines
+
+                update(description=f"copy lines of {embedder.model_name}: the geometric check on the pairs")
+                copy_lines.append(calibrate_copy_lines(embedder, pairs_csv, match=calibration.match, groups_csv=groups,
+                                                       limits=ImageLimits.from_settings(settings)))
         from lookalike.quality.calibration import write_calibration
 
-        path = write_calibration(target, [calibration])
+        path = write_calibration(target, [calibration], copy_lines)
     except LookalikeError as exc:
         fail(exc)
     if plot is not None:
@@ -232,7 +240,8 @@ def calibrate(
 
         write_plots(plot, calibration.curves, calibration.match, title=calibration.key)
     if as_json:
-        print(json.dumps({"key": calibration.key, **calibration.entry(), "file": str(path)}))
+        extra = {"copy_lines": copy_lines[0].entry()} if copy_lines else {}
+        print(json.dumps({"key": calibration.key, **calibration.entry(), **extra, "file": str(path)}))
         return
     console.print(f"[bold]{escape(calibration.key)}[/bold]: match {calibration.match:.4f} ({calibration.method}), "
                   f"near_duplicate {calibration.near_duplicate:.4f}, similar {calibration.similar:.4f} "
@@ -241,6 +250,9 @@ def calibrate(
     console.print(f"  ROC-AUC {_fmt(m.get('roc_auc'))}  AP {_fmt(m.get('average_precision'))}  "
                   f"P {_fmt(m.get('precision_at_threshold'), 3)}  R {_fmt(m.get('recall_at_threshold'), 3)}  "
                   f"F1 {_fmt(m.get('f1_at_threshold'), 3)}")
+    for lines in copy_lines:
+        console.print(f"  copy lines: a copy from {lines.sure:.4f}, the geometric check from {lines.candidate:.4f} "
+                      f"(F1 {lines.metrics['f1']:.3f}, {lines.metrics['checked_share']:.0%} of pairs checked)")
 
 
 def register(app: typer.Typer) -> None:

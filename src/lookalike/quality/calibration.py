@@ -10,10 +10,11 @@ Three lines on the (cos+1)/2 score, picked from data instead of by hand:
   of a groups CSV (default: ``groups.csv`` next to the pairs CSV) against the pairs' different
   photos, else the score that only 5 % of the different pairs reach. Never above ``match``.
 
-The file format is the one ``similarity.thresholds_for`` reads::
+The file format is the one ``similarity.thresholds_for`` (and ``copy_lines_for``) reads::
 
     {"models": {"<model>@<size>": {"match", "near_duplicate", "similar", "method", "metrics",
-                                     "n_pairs", "created_at"}}}
+                                     "n_pairs", "created_at"}},
+     "copy_lines": {"<copy model>@<size>": {"candidate", "sure", "match", "method", ...}}}
 """
 
 from __future__ import annotations
@@ -195,6 +196,116 @@ def calibrate_embedder(
     )
 
 
+# ----------------------------------------------------------------------------------- copy lines
+# A copy detector (SSCD) decides exact/near_duplicate in compare by two lines on its score
+# (``similarity.CopyLines``): from ``sure`` up a copy on the score alone, from ``candidate`` up the
+# geometric check decides (``comparison.copy_check``). Both are picked from labelled pairs, other
+# shots of one object (groups) counting as negatives that weigh ``SHOT_WEIGHT`` false pairs each
+# (benchmarks/copy_compare.py picks the shipped ones the same way, on more data).
+COPY_LINE_GRID = np.round(np.arange(0.50, 1.0001, 0.0125), 4)
+SHOT_WEIGHT = 5
+
+
+@dataclass
+class CopyCalibration:
+    model: str
+    input_size: int
+    candidate: float
+    sure: float
+    match: float  # the copy model's own best-F1 line: the decision when the geometric check is off
+    method: str
+    metrics: dict[str, Any] = field(default_factory=dict)
+    n_pairs: int = 0
+    created_at: str = ""
+
+    @property
+    def key(self) -> str:
+        return calibration_key(self.model, self.input_size)
+
+    def entry(self) -> dict[str, Any]:
+        data = asdict(self)
+        data.pop("model")
+        data.pop("input_size")
+        return data
+
+
+def pick_copy_lines(scores: Sequence[float], labels: Sequence[int], says_copy: Sequence[bool],
+                    weights: Sequence[float] | None = None) -> tuple[float, float, float, float]:
+    """(candidate, sure, weighted F1, share of pairs checked): the lines on ``COPY_LINE_GRID`` whose
+    verdicts (a copy at or above ``sure``; between the lines, where ``says_copy``) give the best F1, a
+    negative's false call weighing its ``weights`` entry; ties: the fewest pairs checked."""
+    s = np.asarray(scores, dtype=np.float64)
+    y = np.asarray(labels).astype(bool)
+    says = np.asarray(says_copy, dtype=bool)
+    w = np.ones(len(s)) if weights is None else np.asarray(weights, dtype=np.float64)
+    if len(s) == 0 or y.all() or not y.any():
+        raise EvalDataError("copy lines need both copies (1) and non-copies (0)")
+    best = None
+    for candidate in COPY_LINE_GRID:
+        for sure in COPY_LINE_GRID[COPY_LINE_GRID >= candidate]:
+            band = (s >= candidate) & (s < sure)
+            called = (s >= sure) | (band & says)
+            tp = float((called & y).sum())
+            fp = float((w * (called & ~y)).sum())
+            fn = float((~called & y).sum())
+            f1 = 2 * tp / max(2 * tp + fp + fn, 1e-12)
+            key = (round(f1, 6), -int(band.sum()))
+            if best is None or key > best[0]:
+                best = (key, float(candidate), float(sure), f1, float(band.mean()))
+    return best[1], best[2], best[3], best[4]
+
+
+def calibrate_copy_lines(embedder, pairs_csv: str | Path, *, match: float, groups_csv: str | Path | None = None,
+                         limits=None) -> CopyCalibration:  # noqa: ANN001 - an Embedder, ImageLimits
+    """Copy lines of a copy-detector ``embedder`` from labelled pairs (and the other shots of a groups
+    CSV, default ``groups.csv`` beside the pairs): its scores, and the geometric check on every pair
+    scoring at or above the lowest line tried."""
+    from itertools import combinations
+
+    from lookalike.comparison import copy_check
+    from lookalike.geometry import MAX_SIDE, local_features, match_features
+    from lookalike.imaging import DEFAULT_LIMITS, load_image
+    from lookalike.quality.evaluation import cosine_pair_scores, embed_paths, load_groups, load_pairs
+
+    pairs = load_pairs(pairs_csv)
+    path_a, path_b = list(pairs.path_a), list(pairs.path_b)
+    labels = pairs.labels.tolist()
+    weights = [1.0] * len(labels)
+    sources = [str(pairs_csv)]
+    if groups_csv is None and (Path(pairs_csv).parent / "groups.csv").is_file():
+        groups_csv = Path(pairs_csv).parent / "groups.csv"
+    if groups_csv is not None:
+        groups = load_groups(groups_csv)
+        by_group: dict[str, list[Path]] = {}
+        for path, group in zip(groups.paths, groups.groups):
+            by_group.setdefault(group, []).append(path)
+        shots = [pair for members in by_group.values() for pair in combinations(members, 2)]
+        path_a += [a for a, _ in shots]
+        path_b += [b for _, b in shots]
+        labels += [0] * len(shots)
+        weights += [float(SHOT_WEIGHT)] * len(shots)
+        sources.append(f"{groups_csv} ({len(shots)} other-shot pairs)")
+    vectors = embed_paths(embedder, [*path_a, *path_b])
+    scores = cosine_pair_scores(vectors, path_a, path_b)
+    features: dict[str, object] = {}
+
+    def features_of(path: Path):  # noqa: ANN202 - geometry.LocalFeatures
+        if str(path) not in features:
+            features[str(path)] = local_features(load_image(path, limits or DEFAULT_LIMITS, draft_side=MAX_SIDE))
+        return features[str(path)]
+
+    says = [bool(score >= COPY_LINE_GRID[0] and copy_check(match_features(features_of(a), features_of(b))))
+            for a, b, score in zip(path_a, path_b, scores)]
+    candidate, sure, f1, checked = pick_copy_lines(scores, labels, says, weights)
+    return CopyCalibration(
+        model=embedder.model_name, input_size=embedder.input_size, candidate=candidate, sure=sure,
+        match=round(float(match), 6),
+        method=f"best F1 of the copy verdicts (other shots weigh {SHOT_WEIGHT}), the geometric check between the lines",
+        metrics={"f1": f1, "checked_share": checked, "source": "; ".join(sources)}, n_pairs=len(labels),
+        created_at=datetime.now(UTC).isoformat(timespec="seconds"),
+    )
+
+
 # ----------------------------------------------------------------------------------- file
 
 
@@ -212,13 +323,19 @@ def read_calibration_file(path: str | os.PathLike) -> dict[str, Any]:
     return data
 
 
-def write_calibration(path: str | os.PathLike, calibrations: Sequence[Calibration]) -> Path:
-    """Merge entries into the file (other models' entries are kept); atomic replace."""
+def write_calibration(path: str | os.PathLike, calibrations: Sequence[Calibration],
+                      copy_lines: Sequence[CopyCalibration] = ()) -> Path:
+    """Merge entries (and copy lines, under ``"copy_lines"``) into the file (other models' entries are
+    kept); atomic replace."""
     path = Path(path).expanduser()
     data = read_calibration_file(path)
     for calibration in calibrations:
         data["models"][calibration.key] = calibration.entry()
     data["models"] = dict(sorted(data["models"].items()))
+    if copy_lines:
+        known = data.get("copy_lines", {})
+        known.update({lines.key: lines.entry() for lines in copy_lines})
+        data["copy_lines"] = dict(sorted(known.items()))
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".json.tmp")
     with os.fdopen(fd, "w") as handle:
