@@ -20,3 +20,4 @@ def test_seed_endpoint_over_http(settings, photo_pair, sample_flower):
         health = httpx.get(f"{url}/healthz").json()
     assert same["Are the images similar?"] == "Yes" and other["Are the images similar?"] == "No"
     assert "tf_efficientnet_lite0@224" in health["loaded_models"]  # --preload is the default
+    assert "sscd_distilled@256" in health["loaded_models"]  # compare's copy detector is preloaded too

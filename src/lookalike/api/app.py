@@ -71,6 +71,9 @@ def create_app(settings: Settings | None = None, *, preload: bool = False) -> Fa
         app.state.lookalike = state
         if preload:
             state.pool.get(settings.default_model)
+            from lookalike.comparison import copy_detector
+
+            copy_detector(state.pool.get, settings)  # compare's copy detector too (None, with a note, if missing)
         try:
             yield
         finally:
