@@ -3,6 +3,11 @@
 Preparing (decode, resize, normalize) and embedding (the forward pass) are timed separately, so
 every caller can show where the time went.
 An ``EmbeddingCache`` keyed by content hash makes a repeated upload cost only its hash.
+
+With a copy detector (``settings.copy_model``, default ``sscd_distilled``: ``copy_detector``) each
+image is also embedded by it, and its score decides ``exact``/``near_duplicate`` (the geometric check
+only in its unsure band, ``copy_check``), while the embedder's score decides ``similar``/``different``
+(``similarity.copy_tier``; benchmarks/results/accuracy.md, "Copy decisions in compare").
 """
 
 from __future__ import annotations
@@ -221,7 +226,7 @@ def compare_with(
     if copy is not None:
         copy_score = float(normalized_score(cosine(copy_first.vector, copy_second.vector)))  # type: ignore[union-attr]
         tier, _ = copy_tier(score, copy_score, thresholds, copy.lines, exact=exact,
-                            check=(lambda: _lines_up(image_a, image_b, embedder.limits)) if geometry else None)
+                            check=(lambda: _band_check(image_a, image_b, embedder.limits)) if geometry else None)
     else:
         tier = thresholds.tier(score, exact=exact)
         if geometry:
@@ -273,7 +278,7 @@ def copy_check(result) -> bool:  # noqa: ANN001 - geometry.GeometryResult
     return lines_up(result) or (result.ncc is not None and result.ratio >= MANY_FIT)
 
 
-def _lines_up(a, b, limits) -> bool:  # noqa: ANN001 - PIL images or what imaging.load_image reads
+def _band_check(a, b, limits) -> bool:  # noqa: ANN001 - PIL images or what imaging.load_image reads
     """The copy band's check (``copy_check``) on two images."""
     from lookalike.geometry import MAX_SIDE, geometric_check
     from lookalike.imaging import DEFAULT_LIMITS
