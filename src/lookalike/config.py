@@ -246,7 +246,8 @@ class Settings(BaseSettings):
     copy_model: str = Field(
         "sscd_distilled", description="copy detector deciding exact/near_duplicate in compare and eval pairs "
         "(similar/different stay the model's; benchmarks/results/accuracy.md); \"none\": the model's score + "
-        "the geometric check; a missing package falls back to that with a logged note"
+        "the geometric check; a missing package (or a model left out of enabled_models) falls back to that with a "
+        "logged note"
     )
 
     # --- catalogs -----------------------------------------------------------------------------
