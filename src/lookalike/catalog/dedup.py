@@ -63,7 +63,7 @@ class CopyLines:
 
 # Chosen on the DEV transformed sets (benchmarks/dedup.py, both variants): below 0.35 only strongly
 # rotated copies remain; from 0.85 up the score alone is right about as often as the check.
-SSCD_LINES = CopyLines(candidate=0.35, sure=0.85, neighbours=10)
+SSCD_LINES = CopyLines(candidate=0.35, sure=0.95, neighbours=10)
 
 
 def is_copy_detector(model: str) -> bool:
@@ -207,7 +207,7 @@ def find_duplicates(catalog: Catalog, threshold: float | None = None, *, keep: K
     sure = {e for e, cos in edges.items() if cos >= lines.sure or e in same_bytes}
     unsure = [e for e in edges if e not in sure]
     started = time.perf_counter()
-    confirmed = _checked(catalog, unsure, records, progress) if unsure else set()
+    confirmed = _checked(catalog, {e: edges[e] for e in unsure}, records, progress) if unsure else set()
     check_s = time.perf_counter() - started
     copies = {e: edges[e] for e in sure | confirmed}
     clusters = []
@@ -294,40 +294,219 @@ def _inverted_file_search(catalog: Catalog, n: int):  # noqa: ANN202 - (queries,
     return search
 
 
-def _checked(catalog: Catalog, pairs: list[tuple[int, int]], records: dict[int, ImageRecord],
+# The copy check on stored features (``catalog.search.stored_features``: fine ORB corners at
+# ``geometry.MAX_SIDE`` and the half-size CLAHE grey), chosen on the DEV transformed sets, both variants,
+# with the other-shot pairs (benchmarks/dedup_lines.py, benchmarks/results/dedup.md):
+# - a fit needs ``COPY_INLIERS`` corners: a 4-degree similarity first, then a full affine (a copy resized
+#   to a square is squashed, which no similarity fits), then both against the query mirrored (stored
+#   corners are unmirrored; SSCD scores mirrors high but not high enough to skip the check);
+# - the fitted pixels must line up everywhere: the correlation over the whole overlap >= ``COPY_NCC``
+#   and in its worst block of a 4 x 4 grid >= ``COPY_WORST_BLOCK``. Another shot of a planar scene (a
+#   facade, a stereo pair) lines up well on the whole but not that well; a look-alike product lines up
+#   except where the label differs; rotated copies of different photos line up only on their filled
+#   corners. The worst block is measured in whichever direction (A onto B or B onto A) lines up better,
+#   so a copy's filled corners (present in one image only) never count against it.
+COPY_INLIERS = 8
+COPY_NCC = 0.93
+COPY_WORST_BLOCK = 0.5
+BLOCK_GRID = 4
+FLAT_BLOCK_STD = 4.0
+BACKWARD_NCC = 0.8  # the overlap correlation below which the other direction is not measured  # grey levels: a block this flat in both images (sky, a wall) is no evidence either way
+
+
+@dataclass(frozen=True)
+class Alignment:
+    """How well one fitted transform lines two stored greys up (see ``COPY_NCC``)."""
+
+    inliers: int
+    ncc: float  # over the whole overlap (-1: no fit)
+    worst_block: float  # the worst block's correlation (1: no informative block)
+
+    @property
+    def is_copy(self) -> bool:
+        return self.inliers >= COPY_INLIERS and self.ncc >= COPY_NCC and self.worst_block >= COPY_WORST_BLOCK
+
+
+NO_FIT = Alignment(0, -1.0, -1.0)
+
+
+def _blockwise(blurred_a: np.ndarray, blurred_b: np.ndarray, transform: np.ndarray) -> tuple[float, float] | None:
+    """(overlap NCC, worst block NCC) of A warped onto B's frame. ``blurred_*``: the half-size greys
+    blurred by ``geometry.NCC_BLUR`` (``_Prepared``); ``transform`` maps full working-size A to B.
+    Block sums come from one reshape, so a check costs one warp and a few array sums. None: too
+    little overlap."""
+    import cv2
+
+    transform = np.array(transform, dtype=np.float64)
+    transform[:, 2] /= 2.0  # a similarity/affine map commutes with halving both images but for its shift
+    h, w = blurred_b.shape
+    warped = cv2.warpAffine(blurred_a, transform, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT,
+                            borderValue=float("nan"))  # outside A: NaN, so the overlap is where it is not
+    bh, bw = h // BLOCK_GRID, w // BLOCK_GRID
+    if bh < 2 or bw < 2:
+        return None
+    warped = warped[: bh * BLOCK_GRID, : bw * BLOCK_GRID]
+    y = blurred_b[: bh * BLOCK_GRID, : bw * BLOCK_GRID]
+    valid = ~np.isnan(warped)
+    if valid.sum() < 64:
+        return None
+    m = valid.astype(np.float32)
+    x = np.where(valid, warped, np.float32(0.0))
+    y = y * m
+
+    def blocks(z: np.ndarray) -> np.ndarray:
+        return z.reshape(BLOCK_GRID, bh, BLOCK_GRID, bw).sum(axis=(1, 3), dtype=np.float64)
+
+    n, sx, sy, sxx, syy, sxy = (blocks(z) for z in (m, x, y, x * x, y * y, x * y))
+    safe = np.maximum(n, 1.0)
+    cov, vx, vy = sxy - sx * sy / safe, sxx - sx * sx / safe, syy - sy * sy / safe
+    tn = n.sum()
+    whole_cov = sxy.sum() - sx.sum() * sy.sum() / tn
+    whole_var = (sxx.sum() - sx.sum() ** 2 / tn) * (syy.sum() - sy.sum() ** 2 / tn)
+    whole = float(whole_cov / max(np.sqrt(max(whole_var, 0.0)), 1e-6))
+    flat = (vx / safe < FLAT_BLOCK_STD ** 2) & (vy / safe < FLAT_BLOCK_STD ** 2)
+    counted = (n >= 0.5 * bh * bw) & ~flat
+    if not counted.any():
+        return whole, 1.0
+    ncc = cov / np.maximum(np.sqrt(np.maximum(vx * vy, 0.0)), 1e-6)
+    return whole, float(ncc[counted].min())
+
+
+class _Prepared:
+    """One image's stored features ready for many checks: its corners, its blurred half-size grey,
+    and (made on first need) its mirrored corners and grey."""
+
+    def __init__(self, stored) -> None:  # noqa: ANN001 - geometry.StoredFeatures
+        import cv2
+
+        from lookalike.geometry import NCC_BLUR
+
+        self.stored = stored
+        self.fine = stored.fine
+        self.blurred = cv2.GaussianBlur(stored.gray.astype(np.float32), (0, 0), NCC_BLUR)
+        self._mirror = None
+
+    def mirrored(self) -> tuple:  # (KeypointSet, blurred grey)
+        """Fine corners of the mirrored image, found on the stored half-size grey enlarged to the
+        working size (as ``geometry.coarse_features`` does): stored corners are unmirrored."""
+        if self._mirror is None:
+            import cv2
+
+            from lookalike.geometry import STORED_FINE, KeypointSet, _features
+
+            half = self.stored.gray
+            big = cv2.resize(half, (half.shape[1] * 2, half.shape[0] * 2), interpolation=cv2.INTER_LINEAR)
+            keys = KeypointSet.from_orb(*_features(np.ascontiguousarray(big[:, ::-1])), limit=STORED_FINE)
+            self._mirror = (keys, np.ascontiguousarray(self.blurred[:, ::-1]))
+        return self._mirror
+
+
+def align(query_xy: np.ndarray, query_blurred: np.ndarray, candidate_xy: np.ndarray, candidate_blurred: np.ndarray,
+          matches, *, full: bool = False) -> Alignment:  # noqa: ANN001 - geometry.Matches
+    """Fit query -> candidate on ratio-tested ``matches`` (a similarity, or a full affine with
+    ``full``) and measure how well the greys line up, in the better of the two directions."""
+    import cv2
+
+    from lookalike.geometry import RANSAC_PX
+
+    if len(matches.query) < max(4, COPY_INLIERS) or matches.bound < COPY_INLIERS:
+        return NO_FIT
+    src = query_xy[matches.query].reshape(-1, 1, 2)
+    dst = candidate_xy[matches.candidate].reshape(-1, 1, 2)
+    estimate = cv2.estimateAffine2D if full else cv2.estimateAffinePartial2D
+    transform, mask = estimate(src, dst, method=cv2.RANSAC, ransacReprojThreshold=RANSAC_PX, maxIters=2000,
+                               confidence=0.99)
+    if transform is None or mask is None:
+        return NO_FIT
+    inliers = len(np.unique(matches.candidate[mask.ravel().astype(bool)]))
+    if inliers < COPY_INLIERS:
+        return Alignment(inliers, -1.0, -1.0)
+    best = Alignment(inliers, -1.0, -1.0)
+    forward = _blockwise(query_blurred, candidate_blurred, transform)
+    if forward is not None:
+        best = Alignment(inliers, *forward)
+        if best.is_copy:
+            return best
+    if forward is not None and forward[0] >= BACKWARD_NCC and abs(np.linalg.det(transform[:, :2])) > 1e-6:
+        # the other direction, where the forward one nearly lines up: filled corners of one side drop out
+        backward = _blockwise(candidate_blurred, query_blurred, cv2.invertAffineTransform(transform))
+        if backward is not None and (backward[1], backward[0]) > (best.worst_block, best.ncc):
+            best = Alignment(inliers, *backward)
+    return best
+
+
+# SSCD scores a mirrored copy high (bare sscd_distilled: every hflip and vflip at cosine >= 0.6 on the
+# DEV sets), so the mirrored query is tried only for pairs at or above this cosine; finding a mirror's
+# corners is the check's dearest step.
+MIRROR_COSINE = 0.6
+
+
+def verify_against(query: _Prepared, candidates: list[_Prepared], cosines: list[float]) -> list[Alignment]:
+    """The copy check of one image against several (``COPY_NCC``): one batched FAISS match of the
+    query's corners against all candidates' (``geometry.reverse_ratio_matches``), a fit where enough
+    matches exist, the mirrored query tried only where the plain one does not line up."""
+    from lookalike.geometry import reverse_ratio_matches
+
+    out = [NO_FIT] * len(candidates)
+    plain = reverse_ratio_matches(query.fine, [c.fine for c in candidates])
+    left = []
+    for n, (candidate, matches) in enumerate(zip(candidates, plain)):
+        best = align(query.fine.xy, query.blurred, candidate.fine.xy, candidate.blurred, matches)
+        if not best.is_copy and best.inliers >= COPY_INLIERS // 2:
+            squashed = align(query.fine.xy, query.blurred, candidate.fine.xy, candidate.blurred, matches, full=True)
+            best = squashed if squashed.is_copy else best
+        out[n] = best
+        if not best.is_copy and cosines[n] >= MIRROR_COSINE:
+            left.append(n)
+    if left:
+        keys, blurred = query.mirrored()
+        mirrored = reverse_ratio_matches(keys, [candidates[n].fine for n in left])
+        for n, matches in zip(left, mirrored):
+            c = candidates[n]
+            for full in (False, True):
+                result = align(keys.xy, blurred, c.fine.xy, c.blurred, matches, full=full)
+                if result.is_copy:
+                    out[n] = result
+                    break
+                if result.inliers < COPY_INLIERS // 2:
+                    break
+    return out
+
+
+def _checked(catalog: Catalog, cosines: dict[tuple[int, int], float], records: dict[int, ImageRecord],
              progress: ProgressFn | None) -> set[tuple[int, int]]:
-    """The pairs the local-feature check calls copies (each image's features computed once, in threads)."""
-    from lookalike.geometry import DEDUP_FEATURES, is_edited_copy, load_features
-    from lookalike.imaging import ImageLimits
+    """The pairs the copy check calls copies, from the catalog's stored local features (computed
+    and stored first for images that lack them: a catalog indexed without them). Pairs are grouped
+    by their first image, which is matched against all its partners at once; groups run in threads
+    (OpenCV and FAISS release the GIL)."""
+    from lookalike.catalog.search import stored_features
 
-    limits = ImageLimits.from_settings(catalog.settings)
+    pairs = list(cosines)
     needed = sorted({i for pair in pairs for i in pair})
+    features = dict(zip(needed, stored_features(catalog, [records[i] for i in needed])))
+    by_query: dict[int, list[int]] = {}
+    for a, b in pairs:
+        if features.get(a) is not None and features.get(b) is not None:
+            by_query.setdefault(a, []).append(b)
+    prepared: dict[int, _Prepared] = {}
 
-    def features_of(image_id: int):  # noqa: ANN202
-        try:
-            return load_features(catalog.original_path(records[image_id]), limits, **DEDUP_FEATURES)
-        except LookalikeError:  # the file is gone or unreadable: no evidence either way
-            return None
+    def ready(image_id: int) -> _Prepared:  # a race prepares one twice, harmlessly
+        if image_id not in prepared:
+            prepared[image_id] = _Prepared(features[image_id])
+        return prepared[image_id]
 
-    workers = max(1, min(8, os.cpu_count() or 1))
-    total = len(needed) + len(pairs)
-    with ThreadPoolExecutor(workers) as pool:  # OpenCV and Pillow release the GIL
-        features = {}
-        for done, (image_id, found) in enumerate(zip(needed, pool.map(features_of, needed)), 1):
-            features[image_id] = found
-            if progress is not None and done % 64 == 0:
-                progress("check", done, total)
+    def decide(item: tuple[int, list[int]]) -> list[tuple[int, int]]:
+        a, partners = item
+        found = verify_against(ready(a), [ready(b) for b in partners], [cosines[(a, b)] for b in partners])
+        return [(a, b) for b, result in zip(partners, found) if result.is_copy]
 
-        def decide(pair: tuple[int, int]) -> bool:
-            fa, fb = features[pair[0]], features[pair[1]]
-            return fa is not None and fb is not None and is_edited_copy(fa, fb)
-
-        confirmed = set()
-        for done, (pair, copy) in enumerate(zip(pairs, pool.map(decide, pairs)), len(needed) + 1):
-            if copy:
-                confirmed.add(pair)
-            if progress is not None and (done % 256 == 0 or done == total):
-                progress("check", done, total)
+    confirmed: set[tuple[int, int]] = set()
+    workers = max(1, min(4, os.cpu_count() or 1))
+    with ThreadPoolExecutor(workers) as pool:
+        for done, found in enumerate(pool.map(decide, by_query.items()), 1):
+            confirmed.update(found)
+            if progress is not None and (done % 64 == 0 or done == len(by_query)):
+                progress("check", done, len(by_query))
     return confirmed
 
 
