@@ -63,7 +63,7 @@ class CopyLines:
 
 # Chosen on the DEV transformed sets (benchmarks/dedup.py, both variants): below 0.35 only strongly
 # rotated copies remain; from 0.85 up the score alone is right about as often as the check.
-SSCD_LINES = CopyLines(candidate=0.35, sure=0.95, neighbours=10)
+SSCD_LINES = CopyLines(candidate=0.35, sure=1.0, neighbours=10)
 
 
 def is_copy_detector(model: str) -> bool:
@@ -306,7 +306,7 @@ def _inverted_file_search(catalog: Catalog, n: int):  # noqa: ANN202 - (queries,
 #   except where the label differs; rotated copies of different photos line up only on their filled
 #   corners. The worst block is measured in whichever direction (A onto B or B onto A) lines up better,
 #   so a copy's filled corners (present in one image only) never count against it.
-COPY_INLIERS = 8
+COPY_INLIERS = 12
 COPY_NCC = 0.93
 COPY_WORST_BLOCK = 0.5
 BLOCK_GRID = 4
@@ -441,53 +441,36 @@ def align(query_xy: np.ndarray, query_blurred: np.ndarray, candidate_xy: np.ndar
 MIRROR_COSINE = 0.6
 
 
-def verify_against(query: _Prepared, candidates: list[_Prepared], cosines: list[float]) -> list[Alignment]:
+def verify_against(query: _Prepared, candidates: list[_Prepared], *, mirrored: bool = False) -> list[Alignment]:
     """The copy check of one image against several (``COPY_NCC``): one batched FAISS match of the
-    query's corners against all candidates' (``geometry.reverse_ratio_matches``), a fit where enough
-    matches exist, the mirrored query tried only where the plain one does not line up."""
+    query's corners (or its mirror's) against all candidates' (``geometry.reverse_ratio_matches``),
+    then a similarity fit, and a full affine fit where the similarity does not line the pixels up."""
     from lookalike.geometry import reverse_ratio_matches
 
-    out = [NO_FIT] * len(candidates)
-    plain = reverse_ratio_matches(query.fine, [c.fine for c in candidates])
-    left = []
-    for n, (candidate, matches) in enumerate(zip(candidates, plain)):
-        best = align(query.fine.xy, query.blurred, candidate.fine.xy, candidate.blurred, matches)
+    keys, blurred = query.mirrored() if mirrored else (query.fine, query.blurred)
+    out = []
+    for candidate, matches in zip(candidates, reverse_ratio_matches(keys, [c.fine for c in candidates])):
+        best = align(keys.xy, blurred, candidate.fine.xy, candidate.blurred, matches)
         if not best.is_copy and best.inliers >= COPY_INLIERS // 2:
-            squashed = align(query.fine.xy, query.blurred, candidate.fine.xy, candidate.blurred, matches, full=True)
+            squashed = align(keys.xy, blurred, candidate.fine.xy, candidate.blurred, matches, full=True)
             best = squashed if squashed.is_copy else best
-        out[n] = best
-        if not best.is_copy and cosines[n] >= MIRROR_COSINE:
-            left.append(n)
-    if left:
-        keys, blurred = query.mirrored()
-        mirrored = reverse_ratio_matches(keys, [candidates[n].fine for n in left])
-        for n, matches in zip(left, mirrored):
-            c = candidates[n]
-            for full in (False, True):
-                result = align(keys.xy, blurred, c.fine.xy, c.blurred, matches, full=full)
-                if result.is_copy:
-                    out[n] = result
-                    break
-                if result.inliers < COPY_INLIERS // 2:
-                    break
+        out.append(best)
     return out
 
 
 def _checked(catalog: Catalog, cosines: dict[tuple[int, int], float], records: dict[int, ImageRecord],
              progress: ProgressFn | None) -> set[tuple[int, int]]:
     """The pairs the copy check calls copies, from the catalog's stored local features (computed
-    and stored first for images that lack them: a catalog indexed without them). Pairs are grouped
-    by their first image, which is matched against all its partners at once; groups run in threads
-    (OpenCV and FAISS release the GIL)."""
-    from lookalike.catalog.search import stored_features
+    and stored first for images that lack them: a catalog indexed without them).
 
-    pairs = list(cosines)
-    needed = sorted({i for pair in pairs for i in pair})
-    features = dict(zip(needed, stored_features(catalog, [records[i] for i in needed])))
-    by_query: dict[int, list[int]] = {}
-    for a, b in pairs:
-        if features.get(a) is not None and features.get(b) is not None:
-            by_query.setdefault(a, []).append(b)
+    Two rounds. Plain: every pair, each image matched against all its partners at once. Mirrored:
+    only pairs at or above ``MIRROR_COSINE`` that the plain round left in different groups of
+    copies (a mirror of an image the plain round already tied to the other is no news), with the
+    mirror made of the image in most such pairs (finding a mirror's corners is the dearest step).
+    Groups run in threads (OpenCV and FAISS release the GIL)."""
+    needed = sorted({i for pair in cosines for i in pair})
+    features = _stored(catalog, [records[i] for i in needed], progress)
+    pairs = [p for p in cosines if features.get(p[0]) is not None and features.get(p[1]) is not None]
     prepared: dict[int, _Prepared] = {}
 
     def ready(image_id: int) -> _Prepared:  # a race prepares one twice, harmlessly
@@ -495,19 +478,69 @@ def _checked(catalog: Catalog, cosines: dict[tuple[int, int], float], records: d
             prepared[image_id] = _Prepared(features[image_id])
         return prepared[image_id]
 
-    def decide(item: tuple[int, list[int]]) -> list[tuple[int, int]]:
-        a, partners = item
-        found = verify_against(ready(a), [ready(b) for b in partners], [cosines[(a, b)] for b in partners])
-        return [(a, b) for b, result in zip(partners, found) if result.is_copy]
+    def round_(by_query: dict[int, list[int]], mirrored: bool, done_before: int, total: int) -> set[tuple[int, int]]:
+        def decide(item: tuple[int, list[int]]) -> list[tuple[int, int]]:
+            a, partners = item
+            found = verify_against(ready(a), [ready(b) for b in partners], mirrored=mirrored)
+            return [(min(a, b), max(a, b)) for b, result in zip(partners, found) if result.is_copy]
 
-    confirmed: set[tuple[int, int]] = set()
-    workers = max(1, min(4, os.cpu_count() or 1))
-    with ThreadPoolExecutor(workers) as pool:
-        for done, found in enumerate(pool.map(decide, by_query.items()), 1):
-            confirmed.update(found)
-            if progress is not None and (done % 64 == 0 or done == len(by_query)):
-                progress("check", done, len(by_query))
-    return confirmed
+        confirmed: set[tuple[int, int]] = set()
+        with ThreadPoolExecutor(max(1, min(4, os.cpu_count() or 1))) as pool:
+            for done, found in enumerate(pool.map(decide, by_query.items()), done_before + 1):
+                confirmed.update(found)
+                if progress is not None and (done % 64 == 0 or done == total):
+                    progress("check", done, total)
+        return confirmed
+
+    plain: dict[int, list[int]] = {}
+    for a, b in pairs:
+        plain.setdefault(a, []).append(b)
+    confirmed = round_(plain, False, 0, len(plain) + len(plain) // 2)
+    group = _components(confirmed)
+    left = [(a, b) for a, b in pairs if cosines[(a, b)] >= MIRROR_COSINE and (a, b) not in confirmed
+            and group.get(a, a) != group.get(b, b)]
+    count: dict[int, int] = {}
+    for a, b in left:
+        count[a] = count.get(a, 0) + 1
+        count[b] = count.get(b, 0) + 1
+    mirror: dict[int, list[int]] = {}
+    for a, b in left:
+        query, other = (a, b) if (count[a], -a) >= (count[b], -b) else (b, a)
+        mirror.setdefault(query, []).append(other)
+    return confirmed | round_(mirror, True, len(plain), len(plain) + len(mirror))
+
+
+def _stored(catalog: Catalog, records: list[ImageRecord], progress: ProgressFn | None) -> dict:
+    """``{id: geometry.StoredFeatures or None}``: the catalog's stored local features, the missing
+    ones (a catalog indexed before they were stored) computed from the originals in threads and
+    kept, so the next dedup or search finds them."""
+    from lookalike.catalog.search import stored_features
+
+    have = catalog.features.get_many([(r.id, r.content_hash) for r in records])
+    missing = [r for r in records if r.id not in have]
+    if missing:
+        embedder = catalog.embedder()
+        chunks = [missing[i : i + 32] for i in range(0, len(missing), 32)]
+        with ThreadPoolExecutor(max(1, min(4, os.cpu_count() or 1))) as pool:
+            for done, _ in enumerate(pool.map(lambda chunk: stored_features(catalog, chunk, embedder), chunks), 1):
+                if progress is not None:
+                    progress("features", min(done * 32, len(missing)), len(missing))
+    return dict(zip([r.id for r in records], stored_features(catalog, records)))
+
+
+def _components(pairs) -> dict[int, int]:  # noqa: ANN001 - iterable of (a, b)
+    """Each image's component root in the graph of ``pairs`` (union-find)."""
+    parent: dict[int, int] = {}
+
+    def root(x: int) -> int:
+        while parent.setdefault(x, x) != x:
+            parent[x] = parent[parent[x]]
+            x = parent[x]
+        return x
+
+    for a, b in pairs:
+        parent[root(a)] = root(b)
+    return {x: root(x) for x in list(parent)}
 
 
 def _stars(copies: dict[tuple[int, int], float], records: dict[int, ImageRecord], keep: KeepRule):

@@ -206,6 +206,8 @@ def dedup(
         exists = (catalog_dir(name, settings) / DB_FILE).is_file()
         # a new catalog gets the copy detector; an existing one keeps its model (unless --model disagrees)
         new_model = model or (dedup_model(settings) if create and not exists else None)
+        if folder is not None:  # the copy check matches stored local features: store them while indexing
+            settings = settings.model_copy(update={"index_local_features": True})
         with Catalog(name, settings, model=new_model, create=create) as cat, \
                 Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                          TaskProgressColumn(), TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
@@ -221,8 +223,8 @@ def dedup(
 
             def progress(stage: str, done: int, total: int) -> None:
                 if stage not in stages:
-                    stages[stage] = bar.add_task("finding copies" if stage == "graph" else "checking pairs",
-                                                 total=total)
+                    label = {"graph": "finding copies", "features": "local features"}.get(stage, "checking pairs")
+                    stages[stage] = bar.add_task(label, total=total)
                 bar.update(stages[stage], total=total, completed=done)
 
             started = time.perf_counter()
