@@ -310,8 +310,9 @@ COPY_INLIERS = 12
 COPY_NCC = 0.93
 COPY_WORST_BLOCK = 0.5
 BLOCK_GRID = 4
-FLAT_BLOCK_STD = 4.0
-BACKWARD_NCC = 0.8  # the overlap correlation below which the other direction is not measured  # grey levels: a block this flat in both images (sky, a wall) is no evidence either way
+FLAT_BLOCK_STD = 4.0  # grey levels: a block this flat in both images (sky, a wall) is no evidence either way
+BACKWARD_NCC = 0.8  # the overlap correlation below which the other direction is not measured
+OWN_COPY_MARGIN = 0.15  # see ``_own_copies_first``
 
 
 @dataclass(frozen=True)
@@ -479,12 +480,12 @@ def _checked(catalog: Catalog, cosines: dict[tuple[int, int], float], records: d
         return prepared[image_id]
 
     def round_(by_query: dict[int, list[int]], mirrored: bool, done_before: int, total: int) -> set[tuple[int, int]]:
-        def decide(item: tuple[int, list[int]]) -> list[tuple[int, int]]:
+        def decide(item: tuple[int, list[int]]) -> list[tuple[tuple[int, int], Alignment]]:
             a, partners = item
             found = verify_against(ready(a), [ready(b) for b in partners], mirrored=mirrored)
-            return [(min(a, b), max(a, b)) for b, result in zip(partners, found) if result.is_copy]
+            return [((min(a, b), max(a, b)), result) for b, result in zip(partners, found)]
 
-        confirmed: set[tuple[int, int]] = set()
+        confirmed: dict[tuple[int, int], Alignment] = {}
         with ThreadPoolExecutor(max(1, min(4, os.cpu_count() or 1))) as pool:
             for done, found in enumerate(pool.map(decide, by_query.items()), done_before + 1):
                 confirmed.update(found)
@@ -495,7 +496,8 @@ def _checked(catalog: Catalog, cosines: dict[tuple[int, int], float], records: d
     plain: dict[int, list[int]] = {}
     for a, b in pairs:
         plain.setdefault(a, []).append(b)
-    confirmed = round_(plain, False, 0, len(plain) + len(plain) // 2)
+    tried = round_(plain, False, 0, len(plain) + len(plain) // 2)
+    confirmed = {pair: result for pair, result in tried.items() if result.is_copy}
     group = _components(confirmed)
     left = [(a, b) for a, b in pairs if cosines[(a, b)] >= MIRROR_COSINE and (a, b) not in confirmed
             and group.get(a, a) != group.get(b, b)]
@@ -507,7 +509,25 @@ def _checked(catalog: Catalog, cosines: dict[tuple[int, int], float], records: d
     for a, b in left:
         query, other = (a, b) if (count[a], -a) >= (count[b], -b) else (b, a)
         mirror.setdefault(query, []).append(other)
-    return confirmed | round_(mirror, True, len(plain), len(plain) + len(mirror))
+    confirmed.update((pair, result) for pair, result in round_(mirror, True, len(plain), len(plain) + len(mirror)).items()
+                     if result.is_copy)
+    return _own_copies_first(confirmed)
+
+
+def _own_copies_first(confirmed: dict[tuple[int, int], Alignment]) -> set[tuple[int, int]]:
+    """The confirmed pairs less those that line up clearly worse than both images' best pairs.
+
+    An image's own copies line up about as well as its edits allow (a JPEG 40 copy less well than a
+    flip, but all its pairs alike); a look-alike product or a near-identical other photo lines up
+    nearly as well, but worse in the region where they differ than either image does with its own
+    copies. So a pair whose worst block is ``OWN_COPY_MARGIN`` below the best worst block of each of
+    its two images is a look-alike both have better matches for (benchmarks/results/dedup.md)."""
+    best: dict[int, float] = {}
+    for (a, b), result in confirmed.items():
+        for end in (a, b):
+            best[end] = max(best.get(end, -1.0), result.worst_block)
+    return {pair for pair, result in confirmed.items()
+            if result.worst_block >= min(best[pair[0]], best[pair[1]]) - OWN_COPY_MARGIN}
 
 
 def _stored(catalog: Catalog, records: list[ImageRecord], progress: ProgressFn | None) -> dict:
