@@ -341,13 +341,14 @@ def _blockwise(blurred_a: np.ndarray, blurred_b: np.ndarray, transform: np.ndarr
     transform = np.array(transform, dtype=np.float64)
     transform[:, 2] /= 2.0  # a similarity/affine map commutes with halving both images but for its shift
     h, w = blurred_b.shape
-    warped = cv2.warpAffine(blurred_a, transform, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT,
+    warped = cv2.warpAffine(blurred_a.astype(np.float32), transform, (w, h), flags=cv2.INTER_LINEAR,
+                            borderMode=cv2.BORDER_CONSTANT,
                             borderValue=float("nan"))  # outside A: NaN, so the overlap is where it is not
     bh, bw = h // BLOCK_GRID, w // BLOCK_GRID
     if bh < 2 or bw < 2:
         return None
     warped = warped[: bh * BLOCK_GRID, : bw * BLOCK_GRID]
-    y = blurred_b[: bh * BLOCK_GRID, : bw * BLOCK_GRID]
+    y = blurred_b[: bh * BLOCK_GRID, : bw * BLOCK_GRID].astype(np.float32)
     valid = ~np.isnan(warped)
     if valid.sum() < 64:
         return None
@@ -378,14 +379,22 @@ class _Prepared:
     and (made on first need) its mirrored corners and grey."""
 
     def __init__(self, stored) -> None:  # noqa: ANN001 - geometry.StoredFeatures
-        import cv2
-
-        from lookalike.geometry import NCC_BLUR
-
         self.stored = stored
         self.fine = stored.fine
-        self.blurred = cv2.GaussianBlur(stored.gray.astype(np.float32), (0, 0), NCC_BLUR)
+        self._blurred: np.ndarray | None = None
         self._mirror = None
+
+    @property
+    def blurred(self) -> np.ndarray:
+        """The half-size grey blurred by ``geometry.NCC_BLUR`` (uint8, so a chunk's worth stays small),
+        decoded on first use: most pairs never fit well enough to be measured."""
+        if self._blurred is None:
+            import cv2
+
+            from lookalike.geometry import NCC_BLUR
+
+            self._blurred = cv2.GaussianBlur(self.stored.gray, (0, 0), NCC_BLUR)
+        return self._blurred
 
     def mirrored(self) -> tuple:  # (KeypointSet, blurred grey)
         """Fine corners of the mirrored image, found on the stored half-size grey enlarged to the
@@ -402,10 +411,11 @@ class _Prepared:
         return self._mirror
 
 
-def align(query_xy: np.ndarray, query_blurred: np.ndarray, candidate_xy: np.ndarray, candidate_blurred: np.ndarray,
-          matches, *, full: bool = False) -> Alignment:  # noqa: ANN001 - geometry.Matches
-    """Fit query -> candidate on ratio-tested ``matches`` (a similarity, or a full affine with
-    ``full``) and measure how well the greys line up, in the better of the two directions."""
+def align(query_xy: np.ndarray, query_grey: Callable[[], np.ndarray], candidate_xy: np.ndarray,
+          candidate_grey: Callable[[], np.ndarray], matches, *, full: bool = False) -> Alignment:  # noqa: ANN001
+    """Fit query -> candidate on ratio-tested ``matches`` (``geometry.Matches``; a similarity, or a
+    full affine with ``full``) and measure how well the blurred greys (asked for only when a fit has
+    enough corners) line up, in the better of the two directions."""
     import cv2
 
     from lookalike.geometry import RANSAC_PX
@@ -423,6 +433,7 @@ def align(query_xy: np.ndarray, query_blurred: np.ndarray, candidate_xy: np.ndar
     if inliers < COPY_INLIERS:
         return Alignment(inliers, -1.0, -1.0)
     best = Alignment(inliers, -1.0, -1.0)
+    query_blurred, candidate_blurred = query_grey(), candidate_grey()
     forward = _blockwise(query_blurred, candidate_blurred, transform)
     if forward is not None:
         best = Alignment(inliers, *forward)
@@ -442,21 +453,39 @@ def align(query_xy: np.ndarray, query_blurred: np.ndarray, candidate_xy: np.ndar
 MIRROR_COSINE = 0.6
 
 
+def _squashed(a: np.ndarray, b: np.ndarray) -> bool:
+    """Whether B's aspect ratio differs from A's (either way round, for quarter turns) by more than
+    ``SQUASH``: only then can B be A resized out of proportion, which a similarity cannot fit."""
+    ra, rb = a.shape[1] / a.shape[0], b.shape[1] / b.shape[0]
+    return min(abs(np.log(ra / rb)), abs(np.log(ra * rb))) > SQUASH
+
+
+SQUASH = 0.05
+
+
 def verify_against(query: _Prepared, candidates: list[_Prepared], *, mirrored: bool = False) -> list[Alignment]:
     """The copy check of one image against several (``COPY_NCC``): one batched FAISS match of the
     query's corners (or its mirror's) against all candidates' (``geometry.reverse_ratio_matches``),
     then a similarity fit, and a full affine fit where the similarity does not line the pixels up."""
     from lookalike.geometry import reverse_ratio_matches
 
-    keys, blurred = query.mirrored() if mirrored else (query.fine, query.blurred)
+    if mirrored:
+        keys, mirrored_grey = query.mirrored()
+        grey = lambda: mirrored_grey  # noqa: E731
+    else:
+        keys, grey = query.fine, lambda: query.blurred  # noqa: E731
     out = []
     for candidate, matches in zip(candidates, reverse_ratio_matches(keys, [c.fine for c in candidates])):
-        best = align(keys.xy, blurred, candidate.fine.xy, candidate.blurred, matches)
-        if not best.is_copy and best.inliers >= COPY_INLIERS // 2:
-            squashed = align(keys.xy, blurred, candidate.fine.xy, candidate.blurred, matches, full=True)
+        other = lambda c=candidate: c.blurred  # noqa: E731
+        best = align(keys.xy, grey, candidate.fine.xy, other, matches)
+        if not best.is_copy and best.inliers >= COPY_INLIERS // 2 and _squashed(grey(), other()):
+            squashed = align(keys.xy, grey, candidate.fine.xy, other, matches, full=True)
             best = squashed if squashed.is_copy else best
         out.append(best)
     return out
+
+
+CHECK_CHUNK = 512  # images matched against their partners with one chunk's features in memory
 
 
 def _checked(catalog: Catalog, cosines: dict[tuple[int, int], float], records: dict[int, ImageRecord],
@@ -468,38 +497,43 @@ def _checked(catalog: Catalog, cosines: dict[tuple[int, int], float], records: d
     only pairs at or above ``MIRROR_COSINE`` that the plain round left in different groups of
     copies (a mirror of an image the plain round already tied to the other is no news), with the
     mirror made of the image in most such pairs (finding a mirror's corners is the dearest step).
-    Groups run in threads (OpenCV and FAISS release the GIL)."""
-    needed = sorted({i for pair in cosines for i in pair})
-    features = _stored(catalog, [records[i] for i in needed], progress)
-    pairs = [p for p in cosines if features.get(p[0]) is not None and features.get(p[1]) is not None]
-    prepared: dict[int, _Prepared] = {}
+    Images are taken ``CHECK_CHUNK`` at a time with their partners' features (memory stays flat
+    as the catalog grows); each chunk runs in threads (OpenCV and FAISS release the GIL)."""
+    from lookalike.catalog.search import stored_features
 
-    def ready(image_id: int) -> _Prepared:  # a race prepares one twice, harmlessly
-        if image_id not in prepared:
-            prepared[image_id] = _Prepared(features[image_id])
-        return prepared[image_id]
+    _fill_features(catalog, [records[i] for i in sorted({i for pair in cosines for i in pair})], progress)
 
-    def round_(by_query: dict[int, list[int]], mirrored: bool, done_before: int, total: int) -> set[tuple[int, int]]:
-        def decide(item: tuple[int, list[int]]) -> list[tuple[tuple[int, int], Alignment]]:
+    def round_(by_query: dict[int, list[int]], mirrored: bool, done_before: int, total: int) -> dict:
+        def decide(item: tuple[int, list[int]], prepared: dict) -> list[tuple[tuple[int, int], Alignment]]:
             a, partners = item
-            found = verify_against(ready(a), [ready(b) for b in partners], mirrored=mirrored)
+            partners = [b for b in partners if b in prepared]
+            found = verify_against(prepared[a], [prepared[b] for b in partners], mirrored=mirrored)
             return [((min(a, b), max(a, b)), result) for b, result in zip(partners, found)]
 
-        confirmed: dict[tuple[int, int], Alignment] = {}
+        results: dict[tuple[int, int], Alignment] = {}
+        queries = sorted(by_query)
+        done = done_before
         with ThreadPoolExecutor(max(1, min(4, os.cpu_count() or 1))) as pool:
-            for done, found in enumerate(pool.map(decide, by_query.items()), done_before + 1):
-                confirmed.update(found)
-                if progress is not None and (done % 64 == 0 or done == total):
+            for start in range(0, len(queries), CHECK_CHUNK):
+                chunk = queries[start : start + CHECK_CHUNK]
+                ids = sorted(set(chunk) | {b for a in chunk for b in by_query[a]})
+                stored = stored_features(catalog, [records[i] for i in ids])
+                prepared = {i: _Prepared(f) for i, f in zip(ids, stored) if f is not None}
+                items = [(a, by_query[a]) for a in chunk if a in prepared]
+                for found in pool.map(lambda item: decide(item, prepared), items):
+                    results.update(found)
+                done += len(chunk)
+                if progress is not None:
                     progress("check", done, total)
-        return confirmed
+        return results
 
     plain: dict[int, list[int]] = {}
-    for a, b in pairs:
+    for a, b in cosines:
         plain.setdefault(a, []).append(b)
     tried = round_(plain, False, 0, len(plain) + len(plain) // 2)
     confirmed = {pair: result for pair, result in tried.items() if result.is_copy}
     group = _components(confirmed)
-    left = [(a, b) for a, b in pairs if cosines[(a, b)] >= MIRROR_COSINE and (a, b) not in confirmed
+    left = [(a, b) for a, b in tried if cosines[(a, b)] >= MIRROR_COSINE and (a, b) not in confirmed
             and group.get(a, a) != group.get(b, b)]
     count: dict[int, int] = {}
     for a, b in left:
@@ -509,8 +543,8 @@ def _checked(catalog: Catalog, cosines: dict[tuple[int, int], float], records: d
     for a, b in left:
         query, other = (a, b) if (count[a], -a) >= (count[b], -b) else (b, a)
         mirror.setdefault(query, []).append(other)
-    confirmed.update((pair, result) for pair, result in round_(mirror, True, len(plain), len(plain) + len(mirror)).items()
-                     if result.is_copy)
+    mirrored = round_(mirror, True, len(plain), len(plain) + len(mirror))
+    confirmed.update((pair, result) for pair, result in mirrored.items() if result.is_copy)
     return _own_copies_first(confirmed)
 
 
@@ -530,22 +564,24 @@ def _own_copies_first(confirmed: dict[tuple[int, int], Alignment]) -> set[tuple[
             if result.worst_block >= min(best[pair[0]], best[pair[1]]) - OWN_COPY_MARGIN}
 
 
-def _stored(catalog: Catalog, records: list[ImageRecord], progress: ProgressFn | None) -> dict:
-    """``{id: geometry.StoredFeatures or None}``: the catalog's stored local features, the missing
-    ones (a catalog indexed before they were stored) computed from the originals in threads and
-    kept, so the next dedup or search finds them."""
+def _fill_features(catalog: Catalog, records: list[ImageRecord], progress: ProgressFn | None) -> None:
+    """Compute and store the local features the catalog lacks for ``records`` (a catalog indexed
+    before they were stored), from the originals, in threads; the next dedup or search finds them."""
     from lookalike.catalog.search import stored_features
 
-    have = catalog.features.get_many([(r.id, r.content_hash) for r in records])
-    missing = [r for r in records if r.id not in have]
-    if missing:
-        embedder = catalog.embedder()
-        chunks = [missing[i : i + 32] for i in range(0, len(missing), 32)]
-        with ThreadPoolExecutor(max(1, min(4, os.cpu_count() or 1))) as pool:
-            for done, _ in enumerate(pool.map(lambda chunk: stored_features(catalog, chunk, embedder), chunks), 1):
-                if progress is not None:
-                    progress("features", min(done * 32, len(missing)), len(missing))
-    return dict(zip([r.id for r in records], stored_features(catalog, records)))
+    missing = []
+    for start in range(0, len(records), 4096):
+        batch = records[start : start + 4096]
+        have = set(catalog.features.get_many([(r.id, r.content_hash) for r in batch]))
+        missing += [r for r in batch if r.id not in have]
+    if not missing:
+        return
+    embedder = catalog.embedder()
+    chunks = [missing[i : i + 32] for i in range(0, len(missing), 32)]
+    with ThreadPoolExecutor(max(1, min(4, os.cpu_count() or 1))) as pool:
+        for done, _ in enumerate(pool.map(lambda chunk: stored_features(catalog, chunk, embedder), chunks), 1):
+            if progress is not None:
+                progress("features", min(done * 32, len(missing)), len(missing))
 
 
 def _components(pairs) -> dict[int, int]:  # noqa: ANN001 - iterable of (a, b)
