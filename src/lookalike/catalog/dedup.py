@@ -1,17 +1,24 @@
-"""Duplicate clusters over a catalog: a kNN graph from the index, a copy check where the score is unsure,
+"""Duplicate clusters over a catalog: a kNN graph from the index, a copy check on stored local features,
 stars that never chain.
 
 1. **Candidates.** Every stored vector asks the index for its ``neighbours`` nearest vectors (batched
    kNN, so the work grows linearly with the catalog; a range search would return whole dense regions
    of look-alikes) and keeps those with cosine >= the candidate line. Same bytes are always an edge.
-2. **Decisions.** A candidate pair at or above the *sure* line is a copy on the score alone; between
-   the candidate and sure lines the local-feature check (``lookalike.geometry``: ORB + a RANSAC
-   similarity fit + the pixels lining up, mirror tried) decides, with each image's features computed
-   once. The check is what keeps other shots of one object, look-alike products and rotated copies
-   of *different* photos (whose filled corners look alike to any global descriptor) apart; it also
-   accepts any rotation or flip, so a vertical flip, a 90/180/270 degree turn or a 25 degree turn
-   with filled corners is a copy whatever the descriptor scored, as long as it reached the
-   candidate line.
+2. **Decisions.** A candidate pair is a copy when the local-feature check says so (only identical
+   vectors and same bytes skip it: on the DEV sets even cosine 0.95+ holds head-on views of two
+   different cups). The check runs on the features the catalog stores for search
+   (``catalog.search.stored_features``: ORB corners at 384 px and a half-size CLAHE grey), computed
+   once for catalogs indexed without them: each image's corners are matched against all its
+   partners' in one FAISS search (``geometry.reverse_ratio_matches``), a similarity (then, for
+   images of other proportions, an affine) transform is fitted, and the fitted pixels must line up
+   *everywhere*: over the whole overlap and in the worst block of a 4 x 4 grid (``COPY_NCC``,
+   ``COPY_WORST_BLOCK``). Mirrors are tried in a second round, only where they could still join
+   two groups (``MIRROR_COSINE``). Finally a confirmed pair that lines up clearly worse than both
+   its images' best pairs is dropped (``OWN_COPY_MARGIN``): a look-alike product lines up almost
+   like a copy, except where the labels differ, while each image's own copies line up everywhere.
+   The check accepts any rotation or flip, so a vertical flip, a 90/180/270 degree turn or a 25
+   degree turn with filled corners is a copy whatever the descriptor scored, as long as it reached
+   the candidate line.
 3. **Stars, not chains.** Connected components of the verified graph would chain (A~B, B~C, A far
    from C). Each component is split into stars: the image with the most verified copies is the
    centre and takes every image verified as its copy; repeat on the rest. So every member of a
@@ -20,10 +27,10 @@ stars that never chain.
    content hash is the ``exact`` tier; any other is ``near_duplicate``.
 
 Which lines: a copy-detection model (SSCD, ``COPY_DETECTORS``) scores edited copies far above
-unrelated photos but other shots of one object in between, so its candidate line is low and its
-sure line high (``benchmarks/dedup.py``, ``benchmarks/results/dedup.md``). A similarity model
-(EfficientNet) uses its near-duplicate score line as the candidate line and checks everything
-below an exact copy's score when ``settings.geometric_check`` is on.
+unrelated photos but other shots of one object in between, so its candidate line is low
+(``benchmarks/dedup.py``, ``benchmarks/dedup_lines.py``, ``benchmarks/results/dedup.md``). A
+similarity model (EfficientNet) uses its near-duplicate score line as the candidate line and checks
+everything below an exact copy's score when ``settings.geometric_check`` is on.
 """
 
 from __future__ import annotations
@@ -61,8 +68,8 @@ class CopyLines:
     neighbours: int = 16  # nearest vectors asked per image
 
 
-# Chosen on the DEV transformed sets (benchmarks/dedup.py, both variants): below 0.35 only strongly
-# rotated copies remain; from 0.85 up the score alone is right about as often as the check.
+# Chosen on the DEV transformed sets (benchmarks/dedup_lines.py, both variants): below 0.35 only strongly
+# rotated copies remain; no score below identical vectors is sure (different cups' head-on views reach 0.96).
 SSCD_LINES = CopyLines(candidate=0.35, sure=1.0, neighbours=10)
 
 
