@@ -413,7 +413,8 @@ class _Prepared:
 
             half = self.stored.gray
             big = cv2.resize(half, (half.shape[1] * 2, half.shape[0] * 2), interpolation=cv2.INTER_LINEAR)
-            keys = KeypointSet.from_orb(*_features(np.ascontiguousarray(big[:, ::-1])), limit=STORED_FINE)
+            keys = KeypointSet.from_orb(*_features(np.ascontiguousarray(big[:, ::-1]), MIRROR_FEATURES),
+                                        limit=STORED_FINE)
             self._mirror = (keys, np.ascontiguousarray(self.blurred[:, ::-1]))
         return self._mirror
 
@@ -458,6 +459,7 @@ def align(query_xy: np.ndarray, query_grey: Callable[[], np.ndarray], candidate_
 # DEV sets), so the mirrored query is tried only for pairs at or above this cosine; finding a mirror's
 # corners is the check's dearest step.
 MIRROR_COSINE = 0.6
+MIRROR_FEATURES = 300  # ORB corners kept on the mirror: as many as are stored (1000 found no more flips)
 
 
 def _squashed(a: np.ndarray, b: np.ndarray) -> bool:
