@@ -678,21 +678,3 @@ def check_copy(query: QueryFeatures, candidate: StoredFeatures, first: Fit | Non
         if (mirrored.ncc, mirrored.inliers) > (second.ncc, second.inliers):
             second = mirrored
     return second if lines_up(second) else best
-
-
-
-# Dedup's copy check (``is_edited_copy``): smaller images, fewer corners and no second look make it
-# ~3x cheaper than the compare check at the same accuracy on the DEV transformed sets, where the copy
-# detector has already sorted out the degraded copies (benchmarks/dedup.py); the pixels must line up
-# closely (NCC >= 0.9 over >= 8 fitted corners): look-alike packs and facades fit a transform too,
-# but line up less well.
-DEDUP_FEATURES = {"max_side": 256, "n_features": 500}
-DEDUP_COPY = (8, 0.9)  # (min inliers, min NCC)
-
-
-def is_edited_copy(a: LocalFeatures, b: LocalFeatures) -> bool:
-    """Whether B is an edited copy of A on local evidence alone (no embedding score): a similarity
-    transform (any rotation, scale, crop; mirror tried, so a vertical flip is mirror + 180 degrees)
-    lines the pixels up (``DEDUP_COPY``). Dedup asks this where a copy detector's score is unsure
-    (``lookalike.catalog.dedup``); features from ``load_features(..., **DEDUP_FEATURES)``."""
-    return _meets(match_features(a, b, second_look=False), DEDUP_COPY)

@@ -4,6 +4,7 @@ included) cluster, keep = largest, clusters never chain; ``lookalike dedup FOLDE
 from __future__ import annotations
 
 import importlib.util
+import io
 import json
 import shutil
 import subprocess
@@ -14,7 +15,8 @@ import pytest
 from PIL import Image, ImageOps
 
 from lookalike.catalog.catalog import Catalog
-from lookalike.catalog.dedup import _stars, find_duplicates, keep_largest
+from lookalike.catalog.dedup import COPY_NCC, COPY_WORST_BLOCK, _Prepared, _stars, find_duplicates, keep_largest, \
+    verify_against
 from lookalike.catalog.indexer import index_folder
 from lookalike.catalog.metadata import ImageRecord
 
@@ -54,6 +56,45 @@ def test_clusters_tiers_and_keep(dup_catalog, tmp_path):
     assert all(0.9 <= p.score <= 1.0 for p in flowers.pairs)
     data = report.to_dict()
     assert data["threshold"] == 0.9 and len(data["clusters"]) == 2
+
+
+def test_dedup_stores_local_features_an_older_catalog_lacks(dup_catalog):
+    """A catalog indexed without local features (``index_local_features`` off): the copy check
+    computes the ones its pairs need from the originals and keeps them for the next run."""
+    assert dup_catalog.features.stats()[0] == 0
+    report = find_duplicates(dup_catalog, threshold=0.9)
+    flowers = next(c for c in report.clusters if c.tier == "near_duplicate")
+    assert any(p.checked for p in flowers.pairs)  # the copy check ran, on features it had to compute
+    stored = set(dup_catalog.features.ids().tolist())
+    assert {m.id for m in flowers.members} <= stored
+    assert find_duplicates(dup_catalog, threshold=0.9).to_dict()["clusters"] == report.to_dict()["clusters"]
+
+
+def _jpeg(image: Image.Image, quality: int) -> Image.Image:
+    return Image.open(io.BytesIO(jpeg_bytes(image, quality=quality))).convert("RGB")
+
+
+def test_copy_check_lines_up_everywhere_a_look_alike_differs_in_one_region(sample_photos):
+    """An edited copy (cropped, resized, JPEG 70) lines up with its original in every block; the same
+    photo with a label-sized patch replaced (2 % of its area, another photo's pixels) lines up as well
+    as a copy over the whole overlap, but not in the block holding the patch: not a copy."""
+    from lookalike.geometry import features_for, unpack_features
+
+    china = Image.open(sample_photos["china"]).convert("RGB")
+    w, h = china.size
+    copy = _jpeg(china.crop((w // 10, h // 10, w - w // 10, h - h // 10)).resize((400, 300)), 70)
+    look_alike = china.copy()
+    patch = Image.open(sample_photos["flower"]).convert("RGB").crop((100, 100, 100 + int(0.15 * w), 100 + int(0.15 * h)))
+    look_alike.paste(patch, (w // 2, h // 3))
+    look_alike = _jpeg(look_alike, 90)
+
+    def prepared(image: Image.Image) -> _Prepared:
+        return _Prepared(unpack_features(features_for(image)))
+
+    as_copy, as_look_alike = verify_against(prepared(china), [prepared(copy), prepared(look_alike)])
+    assert as_copy.is_copy and as_copy.worst_block >= COPY_WORST_BLOCK
+    assert as_look_alike.inliers > as_copy.inliers and as_look_alike.ncc >= COPY_NCC  # fits and correlates...
+    assert as_look_alike.worst_block < COPY_WORST_BLOCK and not as_look_alike.is_copy  # ...but not everywhere
 
 
 def test_strict_threshold_keeps_only_exact_copies(dup_catalog):
@@ -140,6 +181,8 @@ def test_dedup_folder_finds_flips_and_rotations_and_keeps_photos_apart(cat_setti
     again = run()
     assert again.returncode == 0
     assert json.loads(again.stdout)["near"] == report["near"]
+    with Catalog(report["catalog"], cat_settings, create=False) as catalog:  # features stored while indexing
+        assert catalog.features.stats()[0] == 24
 
 
 def test_dedup_needs_a_folder_or_a_catalog(cat_settings):

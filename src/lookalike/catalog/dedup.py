@@ -1,17 +1,24 @@
-"""Duplicate clusters over a catalog: a kNN graph from the index, a copy check where the score is unsure,
+"""Duplicate clusters over a catalog: a kNN graph from the index, a copy check on stored local features,
 stars that never chain.
 
 1. **Candidates.** Every stored vector asks the index for its ``neighbours`` nearest vectors (batched
    kNN, so the work grows linearly with the catalog; a range search would return whole dense regions
    of look-alikes) and keeps those with cosine >= the candidate line. Same bytes are always an edge.
-2. **Decisions.** A candidate pair at or above the *sure* line is a copy on the score alone; between
-   the candidate and sure lines the local-feature check (``lookalike.geometry``: ORB + a RANSAC
-   similarity fit + the pixels lining up, mirror tried) decides, with each image's features computed
-   once. The check is what keeps other shots of one object, look-alike products and rotated copies
-   of *different* photos (whose filled corners look alike to any global descriptor) apart; it also
-   accepts any rotation or flip, so a vertical flip, a 90/180/270 degree turn or a 25 degree turn
-   with filled corners is a copy whatever the descriptor scored, as long as it reached the
-   candidate line.
+2. **Decisions.** A candidate pair is a copy when the local-feature check says so (only identical
+   vectors and same bytes skip it: on the DEV sets even cosine 0.95+ holds head-on views of two
+   different cups). The check runs on the features the catalog stores for search
+   (``catalog.search.stored_features``: ORB corners at 384 px and a half-size CLAHE grey), computed
+   once for catalogs indexed without them: each image's corners are matched against all its
+   partners' in one FAISS search (``geometry.reverse_ratio_matches``), a similarity (then, for
+   images of other proportions, an affine) transform is fitted, and the fitted pixels must line up
+   *everywhere*: over the whole overlap and in the worst block of a 4 x 4 grid (``COPY_NCC``,
+   ``COPY_WORST_BLOCK``). Mirrors are tried in a second round, only where they could still join
+   two groups (``MIRROR_COSINE``). Finally a confirmed pair that lines up clearly worse than both
+   its images' best pairs is dropped (``OWN_COPY_MARGIN``): a look-alike product lines up almost
+   like a copy, except where the labels differ, while each image's own copies line up everywhere.
+   The check accepts any rotation or flip, so a vertical flip, a 90/180/270 degree turn or a 25
+   degree turn with filled corners is a copy whatever the descriptor scored, as long as it reached
+   the candidate line.
 3. **Stars, not chains.** Connected components of the verified graph would chain (A~B, B~C, A far
    from C). Each component is split into stars: the image with the most verified copies is the
    centre and takes every image verified as its copy; repeat on the rest. So every member of a
@@ -20,10 +27,10 @@ stars that never chain.
    content hash is the ``exact`` tier; any other is ``near_duplicate``.
 
 Which lines: a copy-detection model (SSCD, ``COPY_DETECTORS``) scores edited copies far above
-unrelated photos but other shots of one object in between, so its candidate line is low and its
-sure line high (``benchmarks/dedup.py``, ``benchmarks/results/dedup.md``). A similarity model
-(EfficientNet) uses its near-duplicate score line as the candidate line and checks everything
-below an exact copy's score when ``settings.geometric_check`` is on.
+unrelated photos but other shots of one object in between, so its candidate line is low
+(``benchmarks/dedup.py``, ``benchmarks/dedup_lines.py``, ``benchmarks/results/dedup.md``). A
+similarity model (EfficientNet) uses its near-duplicate score line as the candidate line and checks
+everything below an exact copy's score when ``settings.geometric_check`` is on.
 """
 
 from __future__ import annotations
@@ -61,9 +68,9 @@ class CopyLines:
     neighbours: int = 16  # nearest vectors asked per image
 
 
-# Chosen on the DEV transformed sets (benchmarks/dedup.py, both variants): below 0.35 only strongly
-# rotated copies remain; from 0.85 up the score alone is right about as often as the check.
-SSCD_LINES = CopyLines(candidate=0.35, sure=0.85, neighbours=10)
+# Chosen on the DEV transformed sets (benchmarks/dedup_lines.py, both variants): below 0.35 only strongly
+# rotated copies remain; no score below identical vectors is sure (different cups' head-on views reach 0.96).
+SSCD_LINES = CopyLines(candidate=0.35, sure=1.0, neighbours=10)
 
 
 def is_copy_detector(model: str) -> bool:
@@ -207,7 +214,7 @@ def find_duplicates(catalog: Catalog, threshold: float | None = None, *, keep: K
     sure = {e for e, cos in edges.items() if cos >= lines.sure or e in same_bytes}
     unsure = [e for e in edges if e not in sure]
     started = time.perf_counter()
-    confirmed = _checked(catalog, unsure, records, progress) if unsure else set()
+    confirmed = _checked(catalog, {e: edges[e] for e in unsure}, records, progress) if unsure else set()
     check_s = time.perf_counter() - started
     copies = {e: edges[e] for e in sure | confirmed}
     clusters = []
@@ -294,41 +301,311 @@ def _inverted_file_search(catalog: Catalog, n: int):  # noqa: ANN202 - (queries,
     return search
 
 
-def _checked(catalog: Catalog, pairs: list[tuple[int, int]], records: dict[int, ImageRecord],
+# The copy check on stored features (``catalog.search.stored_features``: fine ORB corners at
+# ``geometry.MAX_SIDE`` and the half-size CLAHE grey), chosen on the DEV transformed sets, both variants,
+# with the other-shot pairs (benchmarks/dedup_lines.py, benchmarks/results/dedup.md):
+# - a fit needs ``COPY_INLIERS`` corners: a 4-degree similarity first, then a full affine (a copy resized
+#   to a square is squashed, which no similarity fits), then both against the query mirrored (stored
+#   corners are unmirrored; SSCD scores mirrors high but not high enough to skip the check);
+# - the fitted pixels must line up everywhere: the correlation over the whole overlap >= ``COPY_NCC``
+#   and in its worst block of a 4 x 4 grid >= ``COPY_WORST_BLOCK``. Another shot of a planar scene (a
+#   facade, a stereo pair) lines up well on the whole but not that well; a look-alike product lines up
+#   except where the label differs; rotated copies of different photos line up only on their filled
+#   corners. The worst block is measured in whichever direction (A onto B or B onto A) lines up better,
+#   so a copy's filled corners (present in one image only) never count against it.
+COPY_INLIERS = 12
+COPY_NCC = 0.93
+COPY_WORST_BLOCK = 0.5
+BLOCK_GRID = 4
+FLAT_BLOCK_STD = 4.0  # grey levels: a block this flat in both images (sky, a wall) is no evidence either way
+BACKWARD_NCC = 0.8  # the overlap correlation below which the other direction is not measured
+OWN_COPY_MARGIN = 0.15  # see ``_own_copies_first``
+
+
+@dataclass(frozen=True)
+class Alignment:
+    """How well one fitted transform lines two stored greys up (see ``COPY_NCC``)."""
+
+    inliers: int
+    ncc: float  # over the whole overlap (-1: no fit)
+    worst_block: float  # the worst block's correlation (1: no informative block)
+
+    @property
+    def is_copy(self) -> bool:
+        return self.inliers >= COPY_INLIERS and self.ncc >= COPY_NCC and self.worst_block >= COPY_WORST_BLOCK
+
+
+NO_FIT = Alignment(0, -1.0, -1.0)
+
+
+def _blockwise(blurred_a: np.ndarray, blurred_b: np.ndarray, transform: np.ndarray) -> tuple[float, float] | None:
+    """(overlap NCC, worst block NCC) of A warped onto B's frame. ``blurred_*``: the half-size greys
+    blurred by ``geometry.NCC_BLUR`` (``_Prepared``); ``transform`` maps full working-size A to B.
+    Block sums come from one reshape, so a check costs one warp and a few array sums. None: too
+    little overlap."""
+    import cv2
+
+    transform = np.array(transform, dtype=np.float64)
+    transform[:, 2] /= 2.0  # a similarity/affine map commutes with halving both images but for its shift
+    h, w = blurred_b.shape
+    warped = cv2.warpAffine(blurred_a.astype(np.float32), transform, (w, h), flags=cv2.INTER_LINEAR,
+                            borderMode=cv2.BORDER_CONSTANT,
+                            borderValue=float("nan"))  # outside A: NaN, so the overlap is where it is not
+    bh, bw = h // BLOCK_GRID, w // BLOCK_GRID
+    if bh < 2 or bw < 2:
+        return None
+    warped = warped[: bh * BLOCK_GRID, : bw * BLOCK_GRID]
+    y = blurred_b[: bh * BLOCK_GRID, : bw * BLOCK_GRID].astype(np.float32)
+    valid = ~np.isnan(warped)
+    if valid.sum() < 64:
+        return None
+    m = valid.astype(np.float32)
+    x = np.where(valid, warped, np.float32(0.0))
+    y = y * m
+
+    def blocks(z: np.ndarray) -> np.ndarray:
+        return z.reshape(BLOCK_GRID, bh, BLOCK_GRID, bw).sum(axis=(1, 3), dtype=np.float64)
+
+    n, sx, sy, sxx, syy, sxy = (blocks(z) for z in (m, x, y, x * x, y * y, x * y))
+    safe = np.maximum(n, 1.0)
+    cov, vx, vy = sxy - sx * sy / safe, sxx - sx * sx / safe, syy - sy * sy / safe
+    tn = n.sum()
+    whole_cov = sxy.sum() - sx.sum() * sy.sum() / tn
+    whole_var = (sxx.sum() - sx.sum() ** 2 / tn) * (syy.sum() - sy.sum() ** 2 / tn)
+    whole = float(whole_cov / max(np.sqrt(max(whole_var, 0.0)), 1e-6))
+    flat = (vx / safe < FLAT_BLOCK_STD ** 2) & (vy / safe < FLAT_BLOCK_STD ** 2)
+    counted = (n >= 0.5 * bh * bw) & ~flat
+    if not counted.any():
+        return whole, 1.0
+    ncc = cov / np.maximum(np.sqrt(np.maximum(vx * vy, 0.0)), 1e-6)
+    return whole, float(ncc[counted].min())
+
+
+class _Prepared:
+    """One image's stored features ready for many checks: its corners, its blurred half-size grey,
+    and (made on first need) its mirrored corners and grey."""
+
+    def __init__(self, stored) -> None:  # noqa: ANN001 - geometry.StoredFeatures
+        self.stored = stored
+        self.fine = stored.fine
+        self._blurred: np.ndarray | None = None
+        self._mirror = None
+
+    @property
+    def blurred(self) -> np.ndarray:
+        """The half-size grey blurred by ``geometry.NCC_BLUR`` (uint8, so a chunk's worth stays small),
+        decoded on first use: most pairs never fit well enough to be measured."""
+        if self._blurred is None:
+            import cv2
+
+            from lookalike.geometry import NCC_BLUR
+
+            self._blurred = cv2.GaussianBlur(self.stored.gray, (0, 0), NCC_BLUR)
+        return self._blurred
+
+    def mirrored(self) -> tuple:  # (KeypointSet, blurred grey)
+        """Fine corners of the mirrored image, found on the stored half-size grey enlarged to the
+        working size (as ``geometry.coarse_features`` does): stored corners are unmirrored."""
+        if self._mirror is None:
+            import cv2
+
+            from lookalike.geometry import STORED_FINE, KeypointSet, _features
+
+            half = self.stored.gray
+            big = cv2.resize(half, (half.shape[1] * 2, half.shape[0] * 2), interpolation=cv2.INTER_LINEAR)
+            keys = KeypointSet.from_orb(*_features(np.ascontiguousarray(big[:, ::-1]), MIRROR_FEATURES),
+                                        limit=STORED_FINE)
+            self._mirror = (keys, np.ascontiguousarray(self.blurred[:, ::-1]))
+        return self._mirror
+
+
+def align(query_xy: np.ndarray, query_grey: Callable[[], np.ndarray], candidate_xy: np.ndarray,
+          candidate_grey: Callable[[], np.ndarray], matches, *, full: bool = False) -> Alignment:  # noqa: ANN001
+    """Fit query -> candidate on ratio-tested ``matches`` (``geometry.Matches``; a similarity, or a
+    full affine with ``full``) and measure how well the blurred greys (asked for only when a fit has
+    enough corners) line up, in the better of the two directions."""
+    import cv2
+
+    from lookalike.geometry import RANSAC_PX
+
+    if len(matches.query) < max(4, COPY_INLIERS) or matches.bound < COPY_INLIERS:
+        return NO_FIT
+    src = query_xy[matches.query].reshape(-1, 1, 2)
+    dst = candidate_xy[matches.candidate].reshape(-1, 1, 2)
+    estimate = cv2.estimateAffine2D if full else cv2.estimateAffinePartial2D
+    transform, mask = estimate(src, dst, method=cv2.RANSAC, ransacReprojThreshold=RANSAC_PX, maxIters=2000,
+                               confidence=0.99)
+    if transform is None or mask is None:
+        return NO_FIT
+    inliers = len(np.unique(matches.candidate[mask.ravel().astype(bool)]))
+    if inliers < COPY_INLIERS:
+        return Alignment(inliers, -1.0, -1.0)
+    best = Alignment(inliers, -1.0, -1.0)
+    query_blurred, candidate_blurred = query_grey(), candidate_grey()
+    forward = _blockwise(query_blurred, candidate_blurred, transform)
+    if forward is not None:
+        best = Alignment(inliers, *forward)
+        if best.is_copy:
+            return best
+    if forward is not None and forward[0] >= BACKWARD_NCC and abs(np.linalg.det(transform[:, :2])) > 1e-6:
+        # the other direction, where the forward one nearly lines up: filled corners of one side drop out
+        backward = _blockwise(candidate_blurred, query_blurred, cv2.invertAffineTransform(transform))
+        if backward is not None and (backward[1], backward[0]) > (best.worst_block, best.ncc):
+            best = Alignment(inliers, *backward)
+    return best
+
+
+# SSCD scores a mirrored copy high (bare sscd_distilled: every hflip and vflip at cosine >= 0.6 on the
+# DEV sets), so the mirrored query is tried only for pairs at or above this cosine; finding a mirror's
+# corners is the check's dearest step.
+MIRROR_COSINE = 0.6
+MIRROR_FEATURES = 300  # ORB corners kept on the mirror: as many as are stored (1000 found no more flips)
+
+
+def _squashed(a: np.ndarray, b: np.ndarray) -> bool:
+    """Whether B's aspect ratio differs from A's (either way round, for quarter turns) by more than
+    ``SQUASH``: only then can B be A resized out of proportion, which a similarity cannot fit."""
+    ra, rb = a.shape[1] / a.shape[0], b.shape[1] / b.shape[0]
+    return min(abs(np.log(ra / rb)), abs(np.log(ra * rb))) > SQUASH
+
+
+SQUASH = 0.05
+
+
+def verify_against(query: _Prepared, candidates: list[_Prepared], *, mirrored: bool = False) -> list[Alignment]:
+    """The copy check of one image against several (``COPY_NCC``): one batched FAISS match of the
+    query's corners (or its mirror's) against all candidates' (``geometry.reverse_ratio_matches``),
+    then a similarity fit, and a full affine fit where the similarity does not line the pixels up."""
+    from lookalike.geometry import reverse_ratio_matches
+
+    if mirrored:
+        keys, mirrored_grey = query.mirrored()
+        grey = lambda: mirrored_grey  # noqa: E731
+    else:
+        keys, grey = query.fine, lambda: query.blurred  # noqa: E731
+    out = []
+    for candidate, matches in zip(candidates, reverse_ratio_matches(keys, [c.fine for c in candidates])):
+        other = lambda c=candidate: c.blurred  # noqa: E731
+        best = align(keys.xy, grey, candidate.fine.xy, other, matches)
+        if not best.is_copy and best.inliers >= COPY_INLIERS // 2 and _squashed(grey(), other()):
+            squashed = align(keys.xy, grey, candidate.fine.xy, other, matches, full=True)
+            best = squashed if squashed.is_copy else best
+        out.append(best)
+    return out
+
+
+CHECK_CHUNK = 512  # images matched against their partners with one chunk's features in memory
+
+
+def _checked(catalog: Catalog, cosines: dict[tuple[int, int], float], records: dict[int, ImageRecord],
              progress: ProgressFn | None) -> set[tuple[int, int]]:
-    """The pairs the local-feature check calls copies (each image's features computed once, in threads)."""
-    from lookalike.geometry import DEDUP_FEATURES, is_edited_copy, load_features
-    from lookalike.imaging import ImageLimits
+    """The pairs the copy check calls copies, from the catalog's stored local features (computed
+    and stored first for images that lack them: a catalog indexed without them).
 
-    limits = ImageLimits.from_settings(catalog.settings)
-    needed = sorted({i for pair in pairs for i in pair})
+    Two rounds. Plain: every pair, each image matched against all its partners at once. Mirrored:
+    only pairs at or above ``MIRROR_COSINE`` that the plain round left in different groups of
+    copies (a mirror of an image the plain round already tied to the other is no news), with the
+    mirror made of the image in most such pairs (finding a mirror's corners is the dearest step).
+    Images are taken ``CHECK_CHUNK`` at a time with their partners' features (memory stays flat
+    as the catalog grows); each chunk runs in threads (OpenCV and FAISS release the GIL)."""
+    from lookalike.catalog.search import stored_features
 
-    def features_of(image_id: int):  # noqa: ANN202
-        try:
-            return load_features(catalog.original_path(records[image_id]), limits, **DEDUP_FEATURES)
-        except LookalikeError:  # the file is gone or unreadable: no evidence either way
-            return None
+    _fill_features(catalog, [records[i] for i in sorted({i for pair in cosines for i in pair})], progress)
 
-    workers = max(1, min(8, os.cpu_count() or 1))
-    total = len(needed) + len(pairs)
-    with ThreadPoolExecutor(workers) as pool:  # OpenCV and Pillow release the GIL
-        features = {}
-        for done, (image_id, found) in enumerate(zip(needed, pool.map(features_of, needed)), 1):
-            features[image_id] = found
-            if progress is not None and done % 64 == 0:
-                progress("check", done, total)
+    def round_(by_query: dict[int, list[int]], mirrored: bool, done_before: int, total: int) -> dict:
+        def decide(item: tuple[int, list[int]], prepared: dict) -> list[tuple[tuple[int, int], Alignment]]:
+            a, partners = item
+            partners = [b for b in partners if b in prepared]
+            found = verify_against(prepared[a], [prepared[b] for b in partners], mirrored=mirrored)
+            return [((min(a, b), max(a, b)), result) for b, result in zip(partners, found)]
 
-        def decide(pair: tuple[int, int]) -> bool:
-            fa, fb = features[pair[0]], features[pair[1]]
-            return fa is not None and fb is not None and is_edited_copy(fa, fb)
+        results: dict[tuple[int, int], Alignment] = {}
+        queries = sorted(by_query)
+        done = done_before
+        with ThreadPoolExecutor(max(1, min(4, os.cpu_count() or 1))) as pool:
+            for start in range(0, len(queries), CHECK_CHUNK):
+                chunk = queries[start : start + CHECK_CHUNK]
+                ids = sorted(set(chunk) | {b for a in chunk for b in by_query[a]})
+                stored = stored_features(catalog, [records[i] for i in ids])
+                prepared = {i: _Prepared(f) for i, f in zip(ids, stored) if f is not None}
+                items = [(a, by_query[a]) for a in chunk if a in prepared]
+                for found in pool.map(lambda item: decide(item, prepared), items):
+                    results.update(found)
+                done += len(chunk)
+                if progress is not None:
+                    progress("check", done, total)
+        return results
 
-        confirmed = set()
-        for done, (pair, copy) in enumerate(zip(pairs, pool.map(decide, pairs)), len(needed) + 1):
-            if copy:
-                confirmed.add(pair)
-            if progress is not None and (done % 256 == 0 or done == total):
-                progress("check", done, total)
-    return confirmed
+    plain: dict[int, list[int]] = {}
+    for a, b in cosines:
+        plain.setdefault(a, []).append(b)
+    tried = round_(plain, False, 0, len(plain) + len(plain) // 2)
+    confirmed = {pair: result for pair, result in tried.items() if result.is_copy}
+    group = _components(confirmed)
+    left = [(a, b) for a, b in tried if cosines[(a, b)] >= MIRROR_COSINE and (a, b) not in confirmed
+            and group.get(a, a) != group.get(b, b)]
+    count: dict[int, int] = {}
+    for a, b in left:
+        count[a] = count.get(a, 0) + 1
+        count[b] = count.get(b, 0) + 1
+    mirror: dict[int, list[int]] = {}
+    for a, b in left:
+        query, other = (a, b) if (count[a], -a) >= (count[b], -b) else (b, a)
+        mirror.setdefault(query, []).append(other)
+    mirrored = round_(mirror, True, len(plain), len(plain) + len(mirror))
+    confirmed.update((pair, result) for pair, result in mirrored.items() if result.is_copy)
+    return _own_copies_first(confirmed)
+
+
+def _own_copies_first(confirmed: dict[tuple[int, int], Alignment]) -> set[tuple[int, int]]:
+    """The confirmed pairs less those that line up clearly worse than both images' best pairs.
+
+    An image's own copies line up about as well as its edits allow (a JPEG 40 copy less well than a
+    flip, but all its pairs alike); a look-alike product or a near-identical other photo lines up
+    nearly as well, but worse in the region where they differ than either image does with its own
+    copies. So a pair whose worst block is ``OWN_COPY_MARGIN`` below the best worst block of each of
+    its two images is a look-alike both have better matches for (benchmarks/results/dedup.md)."""
+    best: dict[int, float] = {}
+    for (a, b), result in confirmed.items():
+        for end in (a, b):
+            best[end] = max(best.get(end, -1.0), result.worst_block)
+    return {pair for pair, result in confirmed.items()
+            if result.worst_block >= min(best[pair[0]], best[pair[1]]) - OWN_COPY_MARGIN}
+
+
+def _fill_features(catalog: Catalog, records: list[ImageRecord], progress: ProgressFn | None) -> None:
+    """Compute and store the local features the catalog lacks for ``records`` (a catalog indexed
+    before they were stored), from the originals, in threads; the next dedup or search finds them."""
+    from lookalike.catalog.search import stored_features
+
+    missing = []
+    for start in range(0, len(records), 4096):
+        batch = records[start : start + 4096]
+        have = set(catalog.features.get_many([(r.id, r.content_hash) for r in batch]))
+        missing += [r for r in batch if r.id not in have]
+    if not missing:
+        return
+    embedder = catalog.embedder()
+    chunks = [missing[i : i + 32] for i in range(0, len(missing), 32)]
+    with ThreadPoolExecutor(max(1, min(4, os.cpu_count() or 1))) as pool:
+        for done, _ in enumerate(pool.map(lambda chunk: stored_features(catalog, chunk, embedder), chunks), 1):
+            if progress is not None:
+                progress("features", min(done * 32, len(missing)), len(missing))
+
+
+def _components(pairs) -> dict[int, int]:  # noqa: ANN001 - iterable of (a, b)
+    """Each image's component root in the graph of ``pairs`` (union-find)."""
+    parent: dict[int, int] = {}
+
+    def root(x: int) -> int:
+        while parent.setdefault(x, x) != x:
+            parent[x] = parent[parent[x]]
+            x = parent[x]
+        return x
+
+    for a, b in pairs:
+        parent[root(a)] = root(b)
+    return {x: root(x) for x in list(parent)}
 
 
 def _stars(copies: dict[tuple[int, int], float], records: dict[int, ImageRecord], keep: KeepRule):
