@@ -55,7 +55,7 @@ def main() -> None:
                 index_folder(folder, catalog)
                 index_s = time.perf_counter() - started
                 for label, candidate, sure, overrides in SETTINGS:
-                    dedup.SSCD_LINES = dedup.CopyLines(candidate, sure, lines.neighbours)
+                    dedup.SSCD_LINES = dedup.DedupLines(candidate, sure, lines.neighbours)
                     for name, value in shipped.items():
                         setattr(dedup, name, overrides.get(name, value))
                     started = time.perf_counter()

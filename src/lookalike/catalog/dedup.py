@@ -60,7 +60,7 @@ DEDUP_MODEL = "sscd_distilled"
 
 
 @dataclass(frozen=True)
-class CopyLines:
+class DedupLines:
     """Cosine lines of one model for dedup (see the module docstring)."""
 
     candidate: float  # below: never a copy
@@ -70,7 +70,7 @@ class CopyLines:
 
 # Chosen on the DEV transformed sets (benchmarks/dedup_lines.py, both variants): below 0.35 only strongly
 # rotated copies remain; no score below identical vectors is sure (different cups' head-on views reach 0.96).
-SSCD_LINES = CopyLines(candidate=0.35, sure=1.0, neighbours=10)
+SSCD_LINES = DedupLines(candidate=0.35, sure=1.0, neighbours=10)
 
 
 def is_copy_detector(model: str) -> bool:
@@ -165,7 +165,7 @@ class DuplicateReport:
         return path
 
 
-def copy_lines(catalog: Catalog, threshold: float | None, verify: bool) -> CopyLines:
+def dedup_lines(catalog: Catalog, threshold: float | None, verify: bool) -> DedupLines:
     """The lines for this catalog's model; ``threshold`` (a score) moves the candidate line.
 
     Without the check (``verify`` False) one line decides: the given threshold, else the copy
@@ -176,12 +176,12 @@ def copy_lines(catalog: Catalog, threshold: float | None, verify: bool) -> CopyL
         lines = SSCD_LINES
         if not verify:
             line = lines.sure if given is None else given
-            return CopyLines(line, line, lines.neighbours)
+            return DedupLines(line, line, lines.neighbours)
         if given is None:
             return lines
-        return CopyLines(given, max(lines.sure, given), lines.neighbours)
+        return DedupLines(given, max(lines.sure, given), lines.neighbours)
     candidate = 2.0 * float(catalog.thresholds.near_duplicate) - 1.0 if given is None else given
-    return CopyLines(candidate, 0.9999 if verify else candidate)
+    return DedupLines(candidate, 0.9999 if verify else candidate)
 
 
 def find_duplicates(catalog: Catalog, threshold: float | None = None, *, keep: KeepRule = keep_largest,
@@ -199,7 +199,7 @@ def find_duplicates(catalog: Catalog, threshold: float | None = None, *, keep: K
     if threshold is not None and not 0.0 <= threshold <= 1.0:
         raise InvalidValueError("threshold is a score in [0, 1]", code="bad_threshold")
     verify = catalog.settings.geometric_check if verify is None else verify
-    lines = copy_lines(catalog, threshold, verify)
+    lines = dedup_lines(catalog, threshold, verify)
     started = time.perf_counter()
     ids, edges = _candidates(catalog, lines, batch_size, progress)
     graph_s = time.perf_counter() - started
@@ -248,7 +248,7 @@ def find_duplicates(catalog: Catalog, threshold: float | None = None, *, keep: K
 EXACT_KNN_MAX = 8192
 
 
-def _candidates(catalog: Catalog, lines: CopyLines, batch_size: int,
+def _candidates(catalog: Catalog, lines: DedupLines, batch_size: int,
                 progress: ProgressFn | None) -> tuple[np.ndarray, dict[tuple[int, int], float]]:
     """Every stored id, and the kNN edges (a < b) with cosine >= the candidate line."""
     edges: dict[tuple[int, int], float] = {}

@@ -43,7 +43,7 @@ async function load() {
     if (threshold) params.set("threshold", threshold);
     let r = await api(`/v1/catalogs/${encodeURIComponent(catalog)}/duplicates?${params}`);
     while (r.status === "running") {  // 202: a large catalog is still being clustered in the background
-      const stage = r.stage === "check" ? "checking candidate pairs" : "finding candidates";
+      const stage = {check: "checking candidate pairs", features: "reading local features", graph: "finding candidates"}[r.stage] || r.stage;
       $("summary").textContent = `${stage}: ${r.done} of ${r.total} (${Math.round(r.elapsed_s)} s)…`;
       await new Promise((resolve) => setTimeout(resolve, 1500));
       r = await api(`/v1/catalogs/${encodeURIComponent(catalog)}/duplicates?${params}`);
