@@ -29,6 +29,7 @@ from lookalike.geometry import (
     features_for,
     match_features,
     local_features,
+    pack_features,
     rerank_key,
     unpack_features,
 )
@@ -128,11 +129,29 @@ def test_features_blob_round_trips(sample_photos):
     image = load_image(sample_photos["astronaut"])
     blob = features_for(image)
     stored = unpack_features(blob)
-    assert 0 < len(stored.fine) <= STORED_FINE and 0 < len(stored.coarse) <= STORED_COARSE
+    assert 0 < len(stored.fine) <= STORED_FINE
     assert stored.gray.shape == (192, 192)  # half of MAX_SIDE: the dense check's grey image
-    query = QueryFeatures(image)
-    assert np.array_equal(stored.fine.descriptors, query.fine.descriptors[: len(stored.fine)])
-    assert np.allclose(stored.fine.xy, query.fine.xy[: len(stored.fine)], atol=1 / 32)
+    assert stored._coarse is None  # not stored: made from the grey when a tier check needs it
+    coarse = stored.coarse
+    assert 0 < len(coarse) <= STORED_COARSE and stored.coarse is coarse  # made once, then kept
+    again = unpack_features(pack_features(stored))  # coarse corners, once made, can be stored too
+    assert np.array_equal(again.coarse.descriptors, coarse.descriptors)
+    assert np.allclose(again.coarse.xy, coarse.xy, atol=1 / 32)
+    assert np.array_equal(again.fine.descriptors, stored.fine.descriptors)
+    assert np.allclose(again.fine.xy, stored.fine.xy, atol=1 / 32)
+    with pytest.raises(ValueError, match="version"):
+        unpack_features(b"LKF1" + blob[4:])  # the older format is recomputed, never misread
+
+
+def test_feature_store_recomputes_rows_of_an_older_format(tmp_path, sample_photos):
+    blob = features_for(load_image(sample_photos["chelsea"]))
+    store = FeatureStore(tmp_path / FEATURES_FILE)
+    try:
+        store.put_many([(1, "a", blob), (2, "b", b"LKF1" + blob[4:])])
+        assert store.ids().tolist() == [1]
+        assert list(store.get_many([(1, "a"), (2, "b")])) == [1]
+    finally:
+        store.close()
 
 
 def test_pruned_rerank_gives_the_full_orders_head(sample_photos):
