@@ -318,7 +318,7 @@ def refine_tier(a, b, score: float, thresholds, tier: Tier, limits=None) -> Tier
 # jump far ahead; 0 inliers leaves the cosine as it was. The order uses the unmirrored fit only
 # (no mirror, no second look): a mirror try lends symmetric unrelated objects inliers (DEV groups
 # R@1 0.593 with it, 0.607 without, on both halves of the groups) and doubles the matching cost.
-RERANK_INLIER_CAP = 35  # for 400 x 300 corners (100 went with 1000 x 1000; benchmarks/results/search_rerank.md)
+RERANK_INLIER_CAP = 40  # for 500 x 300 corners (100 went with 1000 x 1000; benchmarks/results/search_rerank.md)
 
 
 def rerank_key(cosine: float, inliers: int | None) -> float:
@@ -343,7 +343,7 @@ FEATURES_MAGIC = b"LKF2"  # LKF1 also stored coarse corners; its rows are recomp
 STORED_FINE = 300  # fine corners found and kept per catalog image (ORB asked for this many, strongest first)
 STORED_COARSE = 300  # coarse corners (second look) made from the stored grey when a tier check needs them
 RERANK_KEYPOINTS = 300  # catalog-side corners the re-rank matches (benchmarks/results/search_rerank.md)
-RERANK_QUERY_KEYPOINTS = 400  # query-side corners the re-rank matches (ORB asked for this many)
+RERANK_QUERY_KEYPOINTS = 500  # query-side corners the re-rank matches (ORB asked for this many; <= 512)
 GRAY_JPEG_QUALITY = 95  # the dense check blurs (NCC_BLUR) before correlating: JPEG at 95 moves NCC by < 0.01
 XY_SCALE = 32.0  # keypoint coordinates stored as uint16 in 1/32 px at MAX_SIDE
 TIER_KEYPOINTS = 300  # corners per side the search's tier check matches
@@ -410,19 +410,21 @@ class StoredFeatures:
     corners do not line it up as a copy needs them, so indexing does not pay for every image's.
     Safe to share between threads (a race makes a lazy part twice, harmlessly)."""
 
-    __slots__ = ("fine", "gray_jpeg", "_coarse", "_gray")
+    __slots__ = ("fine", "gray_jpeg", "_coarse", "_gray", "coarse_made")
 
     def __init__(self, fine: KeypointSet, coarse: KeypointSet | None, gray_jpeg: bytes) -> None:
         self.fine = fine
         self.gray_jpeg = gray_jpeg
         self._coarse = coarse  # None: not made yet
         self._gray: np.ndarray | None = None
+        self.coarse_made = False  # made here from the grey (not stored with the rest): worth storing
 
     @property
     def coarse(self) -> KeypointSet:
         """The ``STORED_COARSE`` strongest coarse corners, made from the grey on first use."""
         if self._coarse is None:
             self._coarse = _coarse_set(self.gray, STORED_COARSE)
+            self.coarse_made = True
         return self._coarse
 
     @property

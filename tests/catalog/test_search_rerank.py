@@ -18,7 +18,7 @@ from PIL import Image
 
 from lookalike.catalog.ingest import add_uploads
 from lookalike.catalog.catalog import Catalog
-from lookalike.catalog.search import FEATURES_FILE, FeatureStore, rerank_head, search_id, search_image
+from lookalike.catalog.search import FEATURES_FILE, FeatureStore, rerank_head, search_id, search_image, verified_tier
 from lookalike.embed import EmbedderPool
 from lookalike.geometry import (
     QueryFeatures,
@@ -187,6 +187,7 @@ def test_search_tier_check_decides_as_compare_does(cat_settings, settings, sampl
         full_query = local_features(query_image, with_mirror=False)
         for name, image in originals.items():
             ours = decide_tier(score, thresholds, check_copy(query, unpack_features(features_for(image))))
+            assert verified_tier(query, unpack_features(features_for(image)), score, thresholds) == ours
             theirs = decide_tier(score, thresholds, match_features(full_query, local_features(image)))
             assert ours == theirs, (source, name, ours, theirs)
             seen.add((name == source, ours.value))

@@ -18,6 +18,7 @@ import dataclasses
 import sqlite3
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,6 +35,7 @@ from lookalike.geometry import (
     decide_tier,
     features_for,
     needs_check,
+    pack_features,
     rerank_fits,
     rerank_key,
     unpack_features,
@@ -178,6 +180,15 @@ def rerank_head(query: QueryFeatures, candidates: Sequence[StoredFeatures | None
     return HeadOrder(order, keys, inliers, fits)
 
 
+def verified_tier(query: QueryFeatures, candidate: StoredFeatures, score: float, thresholds, first=None) -> Tier:  # noqa: ANN001
+    """A hit's tier as ``/v1/compare`` would decide it, from stored features: ``check_copy`` with
+    the mirror and the second look only at near-duplicate scores (below, on the DEV pairs they never
+    changed a verdict), and the second look only where the fine evidence leaves the copy open."""
+    evidence = check_copy(query, candidate, first, other_tries=score >= thresholds.near_duplicate,
+                          settled=lambda fine: decide_tier(score, thresholds, fine) is Tier.NEAR_DUPLICATE)
+    return decide_tier(score, thresholds, evidence)
+
+
 @dataclass(frozen=True)
 class SearchAnswer:
     """Hits best first, and which order is in force (``rank_score`` when the head was re-ranked)."""
@@ -189,6 +200,49 @@ class SearchAnswer:
 
     def to_dict(self) -> dict:
         return {"order": self.order, "reranked": self.reranked, "results": [r.to_dict() for r in self.results]}
+
+
+def _each_on_two_threads(items: Sequence[int], work) -> dict[int, object]:  # noqa: ANN001
+    """``{item: work(item)}``, two threads taking the next item as they finish one (OpenCV
+    releases the GIL; a hit needing the second look costs several times one that does not)."""
+    pending = iter(items)
+    lock = threading.Lock()
+    out: dict[int, object] = {}
+
+    def worker() -> None:
+        while True:
+            with lock:
+                item = next(pending, None)
+            if item is None:
+                return
+            out[item] = work(item)
+
+    if len(items) > 1:
+        side_by_side(worker, worker)
+    else:
+        worker()
+    return out
+
+
+_WRITER = ThreadPoolExecutor(max_workers=1, thread_name_prefix="lookalike-features")
+
+
+def _keep_made_coarse(catalog: Catalog, checked: Sequence[tuple[ImageRecord, StoredFeatures]]) -> None:
+    """Store the coarse corners a tier check made from a hit's grey (``StoredFeatures.coarse``),
+    so the next search that needs them reads them; written after the answer, off its path (a
+    lost write only means they are made again)."""
+    rows = [(record.id, record.content_hash, pack_features(features)) for record, features in checked
+            if features.coarse_made]
+    if rows:
+        store = catalog.features
+
+        def write() -> None:
+            try:
+                store.put_many(rows)
+            except sqlite3.Error:  # the catalog was closed meanwhile: made again next time
+                pass
+
+        _WRITER.submit(write)
 
 
 @contextmanager
@@ -274,14 +328,14 @@ def search_decoded(catalog: Catalog, vector: np.ndarray, image, k: int, *, query
         firsts = [None] * len(features)
     results = results[:k]
     timings["rerank"] = _ms(started) - timings["features"]
-    for i in range(checked):  # tiers of the returned hits the score leaves open: copy, or another shot?
-        hit = results[i]
-        if features[i] is None or not needs_check(hit.score, thresholds, Tier(hit.verdict)):
-            continue
-        evidence = check_copy(query, features[i], firsts[i], other_tries=hit.score >= thresholds.near_duplicate,
-                              settled=lambda fine, score=hit.score: decide_tier(score, thresholds, fine) is Tier.NEAR_DUPLICATE)
-        verdict = decide_tier(hit.score, thresholds, evidence)
-        results[i] = dataclasses.replace(hit, verdict=verdict.value)
+    # tiers of the returned hits the score leaves open (copy, or another shot?), on both cores
+    open_hits = [i for i in range(checked)
+                 if features[i] is not None and needs_check(results[i].score, thresholds, Tier(results[i].verdict))]
+    tiers = _each_on_two_threads(open_hits, lambda i: verified_tier(query, features[i], results[i].score, thresholds,
+                                                                     firsts[i]))
+    for i, verdict in tiers.items():
+        results[i] = dataclasses.replace(results[i], verdict=verdict.value)
+    _keep_made_coarse(catalog, [(results[i].record, features[i]) for i in open_hits])
     timings["verify"] = _ms(started)
     timings["tiers"] = timings["verify"] - timings["rerank"] - timings["features"]
     return SearchAnswer(results, "rank_score" if head else "cosine", head, timings)
