@@ -24,6 +24,7 @@ Blur and heavy JPEG erase the fine corners the first fit needs; a second look on
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -341,6 +342,8 @@ def rerank_key(cosine: float, inliers: int | None) -> float:
 # inlier cap is scaled to them (benchmarks/results/search_rerank.md measures each variant).
 FEATURES_MAGIC = b"LKF2"  # LKF1 also stored coarse corners; its rows are recomputed, not misread
 STORED_FINE = 300  # fine corners found and kept per catalog image (ORB asked for this many, strongest first)
+STORED_FAST_THRESHOLD = 20  # ORB's corner threshold for them: 300 strong corners need no weak candidates,
+# and scoring fewer saves ~0.6 ms an image (DEV groups recall unchanged: benchmarks/results/search_rerank.md)
 STORED_COARSE = 300  # coarse corners (second look) made from the stored grey when a tier check needs them
 RERANK_KEYPOINTS = 300  # catalog-side corners the re-rank matches (benchmarks/results/search_rerank.md)
 RERANK_QUERY_KEYPOINTS = 500  # query-side corners the re-rank matches (ORB asked for this many; <= 512)
@@ -375,13 +378,14 @@ class KeypointSet:
         return cls(xy, np.ascontiguousarray(descriptors[order]))
 
 
-def _orb_set(gray: np.ndarray, n: int) -> KeypointSet:
+def _orb_set(gray: np.ndarray, n: int, fast_threshold: int = 10) -> KeypointSet:
     """The ``n`` corners ORB keeps (``_features``' settings), strongest first. Asking ORB for the
     corners kept, not 1000 of which the strongest are kept, saves its Harris, angle and
     descriptor work on the rest (benchmarks/results/search_rerank.md: recall and agreement)."""
     import cv2
 
-    return KeypointSet.from_orb(*cv2.ORB_create(nfeatures=n, fastThreshold=10).detectAndCompute(gray, None))
+    orb = cv2.ORB_create(nfeatures=n, fastThreshold=fast_threshold)
+    return KeypointSet.from_orb(*orb.detectAndCompute(gray, None))
 
 
 def _coarse_orb(half_gray: np.ndarray):  # noqa: ANN202 - (keypoints, descriptors) of the blurred image
@@ -448,7 +452,7 @@ def features_for(image: Image.Image) -> bytes:
     ok, encoded = cv2.imencode(".jpg", _half(gray), [cv2.IMWRITE_JPEG_QUALITY, GRAY_JPEG_QUALITY])
     if not ok:  # pragma: no cover - OpenCV encodes any uint8 grey image
         raise ValueError("could not encode the grey image")
-    return pack_features(StoredFeatures(_orb_set(gray, STORED_FINE), None, encoded.tobytes()))
+    return pack_features(StoredFeatures(_orb_set(gray, STORED_FINE, STORED_FAST_THRESHOLD), None, encoded.tobytes()))
 
 
 def pack_features(features: StoredFeatures) -> bytes:
@@ -489,10 +493,12 @@ class QueryFeatures:
         self.fine = _orb_set(self._gray, RERANK_QUERY_KEYPOINTS)
         self.gray = _half(self._gray)
         self._cache: dict[str, object] = {}
-        self._lock = __import__("threading").Lock()
+        self._locks = {name: threading.Lock() for name in ("fine_mirror", "gray_mirror", "coarse_False", "coarse_True")}
 
     def _get(self, name: str, make):  # noqa: ANN001, ANN202
-        with self._lock:
+        """One lock per part: two threads checking hits make different parts at once, and wait for
+        a part the other is making instead of making it twice."""
+        with self._locks[name]:
             if name not in self._cache:
                 self._cache[name] = make()
             return self._cache[name]
