@@ -346,7 +346,7 @@ STORED_FAST_THRESHOLD = 20  # ORB's corner threshold for them: 300 strong corner
 # and scoring fewer saves ~0.6 ms an image (DEV groups recall unchanged: benchmarks/results/search_rerank.md)
 STORED_COARSE = 300  # coarse corners (second look) made from the stored grey when a tier check needs them
 RERANK_KEYPOINTS = 300  # catalog-side corners the re-rank matches (benchmarks/results/search_rerank.md)
-RERANK_QUERY_KEYPOINTS = 500  # query-side corners the re-rank matches (ORB asked for this many; <= 512)
+RERANK_QUERY_KEYPOINTS = 500  # query-side corners the re-rank matches (ORB asked for this many)
 GRAY_JPEG_QUALITY = 95  # the dense check blurs (NCC_BLUR) before correlating: JPEG at 95 moves NCC by < 0.01
 XY_SCALE = 32.0  # keypoint coordinates stored as uint16 in 1/32 px at MAX_SIDE
 TIER_KEYPOINTS = 300  # corners per side the search's tier check matches
@@ -572,40 +572,46 @@ def reverse_ratio_matches(query: KeypointSet, candidates: list[KeypointSet]) -> 
     return out
 
 
-_BLOCK = 1024  # candidate descriptors per distance table (1024 x 400 int32 stays in the CPU cache)
+_BLOCK = 1024  # candidate descriptors per distance table (1024 x 500 int32 stays in the CPU cache)
 
 
 def _two_nearest(rows: np.ndarray, table: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(nearest distance, second-nearest distance, index of the nearest) in ``table`` (at most 512
-    binary descriptors) for each row: FAISS's SIMD Hamming distances for a block of rows at once,
-    then the two smallest by NumPy minima over distance * 512 + index. About 2x less CPU than
-    FAISS's own k-NN, whose per-row heap costs more than the distances (the issue's "NumPy
-    popcount" idea; benchmarks/results/search_rerank.md times the re-rank)."""
+    """(nearest distance, second-nearest distance, index of the nearest: the first of equals) in
+    ``table`` (binary descriptors) for each row: FAISS's SIMD Hamming distances for a block of
+    rows at once, then NumPy's argmin and min per row. About 2x less CPU than FAISS's own k-NN,
+    whose per-row heap costs more than the distances (the issue's "NumPy popcount" idea;
+    benchmarks/results/search_rerank.md times the re-rank)."""
     import faiss
 
     n, m = len(rows), len(table)
-    if m > 512:
-        raise ValueError("the query side of the re-rank holds at most 512 descriptors")
-    d1, d2, i1 = np.empty(n, np.int32), np.full(n, 1 << 20, np.int32), np.empty(n, np.int32)
+    d1, d2, i1 = np.empty(n, np.int32), np.full(n, 1 << 20, np.int32), np.empty(n, np.int64)
     if n == 0:
         return d1, d2, i1
     rows = np.ascontiguousarray(rows)
-    index = np.arange(m, dtype=np.int32)
     buffer = np.empty((min(_BLOCK, n), m), np.int32)
     for start in range(0, n, _BLOCK):
         count = min(_BLOCK, n - start)
-        keys = buffer[:count]
+        distances, at = buffer[:count], np.arange(count)
         faiss.hammings(faiss.swig_ptr(rows[start : start + count]), faiss.swig_ptr(table), count, m, 32,
-                       faiss.swig_ptr(keys))
-        np.left_shift(keys, 9, out=keys)
-        keys |= index
-        best = keys.min(axis=1)
-        d1[start : start + count] = best >> 9
-        i1[start : start + count] = best & 511
+                       faiss.swig_ptr(distances))
+        nearest = distances.argmin(axis=1)
+        d1[start : start + count] = distances[at, nearest]
+        i1[start : start + count] = nearest
         if m > 1:
-            keys[np.arange(count), best & 511] = np.iinfo(np.int32).max
-            d2[start : start + count] = keys.min(axis=1) >> 9
+            distances[at, nearest] = 1 << 20
+            d2[start : start + count] = distances.min(axis=1)
     return d1, d2, i1
+
+
+def forward_ratio_matches(query: KeypointSet, candidate: KeypointSet) -> Matches:
+    """``ratio_matches`` for one candidate of at most 512 corners, from one Hamming distance table
+    (``_two_nearest``) instead of OpenCV's matcher and its per-match Python objects (~2.4x less
+    time for 300 x 300 DEV corners); the same matches: a tie for the nearest fails the ratio test."""
+    if len(query) < 2 or len(candidate) < 2:
+        return Matches(np.zeros(0, np.int64), np.zeros(0, np.int64))
+    first, second, nearest = _two_nearest(query.descriptors, np.ascontiguousarray(candidate.descriptors))
+    rows = np.flatnonzero(first < RATIO_TEST * second)
+    return Matches(rows.astype(np.int64), nearest[rows].astype(np.int64))
 
 
 def _match_each(query: KeypointSet, candidates: list[KeypointSet]) -> list[Matches]:
@@ -690,7 +696,7 @@ class _LazyGray:
 def _tried(query_keys: KeypointSet, candidate_keys: KeypointSet, query_gray, candidate_gray,  # noqa: ANN001
            flipped: bool, n: int) -> GeometryResult:
     """One orientation of the copy check; no fit where too few matches exist to matter."""
-    matches = ratio_matches(query_keys, [candidate_keys])[0]
+    matches = forward_ratio_matches(query_keys, candidate_keys)
     if matches.bound < ALIGNED[0]:  # fewer inliers than any copy rule asks for: the verdict cannot change
         return GeometryResult(0, n, 0.0, flipped, -1.0)
     inliers, transform = fit_matches(query_keys.xy, candidate_keys.xy, matches)

@@ -241,3 +241,28 @@ def test_rerank_lifts_retrieval_of_other_views_on_dev_groups(embedder, dev_data)
     assert reranked.recall_at_4 >= plain.recall_at_4 + 0.04, (plain, reranked)
     assert reranked.map > plain.map + 0.04, (plain, reranked)
     assert np.isclose(rerank_similarity(similarity, groups.paths, 0), similarity).all()
+
+
+def test_hamming_table_matchers_match_as_opencv_and_faiss_do(sample_photos):
+    """The re-rank's and the tier check's matchers (distance tables + NumPy minima) give exactly
+    the ratio-tested matches of OpenCV's brute-force matcher (per hit) and of FAISS's binary k-NN
+    (all hits at once, the previous matcher), on real photos and an edited copy."""
+    import faiss
+
+    from lookalike.geometry import RATIO_TEST, _gray, _orb_set, forward_ratio_matches, ratio_matches, reverse_ratio_matches
+
+    images = [load_image(p) for p in sample_photos.values()] + [load_image(_edited(sample_photos["chelsea"], 0.8, 300))]
+    sets = [_orb_set(_gray(image), 300) for image in images]
+    query = _orb_set(_gray(images[-1]), 500)
+    for candidate in sets:
+        ours, opencv = forward_ratio_matches(query, candidate), ratio_matches(query, [candidate])[0]
+        assert np.array_equal(ours.query, opencv.query) and np.array_equal(ours.candidate, opencv.candidate)
+    index = faiss.IndexBinaryFlat(256)
+    index.add(query.descriptors)
+    reverse = reverse_ratio_matches(query, sets)
+    for candidate, ours in zip(sets, reverse):
+        distances, nearest = index.search(candidate.descriptors, 2)
+        rows = np.flatnonzero(distances[:, 0] < RATIO_TEST * distances[:, 1])
+        assert np.array_equal(ours.candidate, rows) and np.array_equal(ours.query, nearest[rows, 0])
+    chelsea = list(sample_photos).index("chelsea")
+    assert reverse[chelsea].bound > 20 > max(m.bound for i, m in enumerate(reverse[:-1]) if i != chelsea)

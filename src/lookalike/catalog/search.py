@@ -225,7 +225,6 @@ def _each_on_two_threads(items: Sequence[int], work) -> dict[int, object]:  # no
 
 
 _WRITER = ThreadPoolExecutor(max_workers=1, thread_name_prefix="lookalike-features")
-_BACKGROUND = ThreadPoolExecutor(max_workers=2, thread_name_prefix="lookalike-query")
 
 
 def _keep_made_coarse(catalog: Catalog, checked: Sequence[tuple[ImageRecord, StoredFeatures]]) -> None:
@@ -318,10 +317,6 @@ def search_decoded(catalog: Catalog, vector: np.ndarray, image, k: int, *, query
     timings["features"] = _ms(started)
     if head:
         cosines = [r.cosine for r in results[:head]]
-        # a hit at a near-duplicate score whose fine corners do not line it up tries the query
-        # mirrored (most searches have one): its corners are found on the other core meanwhile
-        mirror = (_BACKGROUND.submit(lambda: query.fine_mirror)
-                  if any(r.score >= thresholds.near_duplicate for r in results[:checked]) else None)
         ranked = rerank_head(query, features[:head], cosines, keep=k)
         order = ranked.order + list(range(head, len(results)))
         results = [dataclasses.replace(results[i], rank_score=ranked.keys[i], inliers=ranked.inliers[i],
@@ -330,7 +325,7 @@ def search_decoded(catalog: Catalog, vector: np.ndarray, image, k: int, *, query
         features = [features[i] for i in order[: len(features)]]
         firsts = [ranked.fits[i] if i < head else None for i in order[: len(features)]]
     else:
-        firsts, mirror = [None] * len(features), None
+        firsts = [None] * len(features)
     results = results[:k]
     timings["rerank"] = _ms(started) - timings["features"]
     # tiers of the returned hits the score leaves open (copy, or another shot?), on both cores
@@ -341,8 +336,6 @@ def search_decoded(catalog: Catalog, vector: np.ndarray, image, k: int, *, query
     for i, verdict in tiers.items():
         results[i] = dataclasses.replace(results[i], verdict=verdict.value)
     _keep_made_coarse(catalog, [(results[i].record, features[i]) for i in open_hits])
-    if mirror is not None:
-        mirror.result()  # no work outlives the call
     timings["verify"] = _ms(started)
     timings["tiers"] = timings["verify"] - timings["rerank"] - timings["features"]
     return SearchAnswer(results, "rank_score" if head else "cosine", head, timings)
