@@ -266,3 +266,29 @@ def test_hamming_table_matchers_match_as_opencv_and_faiss_do(sample_photos):
         assert np.array_equal(ours.candidate, rows) and np.array_equal(ours.query, nearest[rows, 0])
     chelsea = list(sample_photos).index("chelsea")
     assert reverse[chelsea].bound > 20 > max(m.bound for i, m in enumerate(reverse[:-1]) if i != chelsea)
+
+
+def test_a_hits_coarse_corners_are_made_once_then_read_from_the_store(cat_settings, embedder, sample_photos):
+    """A tier check that needs the second look makes the hit's coarse corners from its stored grey;
+    search stores them after the answer, and the next search reads them instead of making them."""
+    from lookalike.catalog import search as search_module
+    from lookalike.geometry import STORED_COARSE
+
+    catalog, pool = _catalog(cat_settings, embedder, sample_photos, 50, "coarse")
+    try:
+        records = list(catalog.meta.records())
+        stored = search_module.stored_features(catalog, records)
+        assert all(f is not None and f._coarse is None for f in stored)  # indexed: fine corners + grey only
+        hit = stored[0]
+        search_module._keep_made_coarse(catalog, [(records[0], hit)])  # nothing made yet: nothing written
+        search_module._WRITER.submit(lambda: None).result()
+        assert search_module.stored_features(catalog, records[:1])[0]._coarse is None
+        coarse = hit.coarse  # what a second look makes
+        search_module._keep_made_coarse(catalog, [(records[0], hit)])
+        search_module._WRITER.submit(lambda: None).result()  # the write runs after the answer, in order
+        again = search_module.stored_features(catalog, records[:1])[0]
+        assert again._coarse is not None and not again.coarse_made and 0 < len(again.coarse) <= STORED_COARSE
+        assert np.array_equal(again.coarse.descriptors, coarse.descriptors)
+        assert np.array_equal(again.fine.descriptors, hit.fine.descriptors) and again.gray_jpeg == hit.gray_jpeg
+    finally:
+        catalog.close()

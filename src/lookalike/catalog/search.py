@@ -8,8 +8,10 @@ returned head), then re-decide the tiers of the returned hits the score leaves o
 and ``lookalike eval groups`` (``rerank_head``) call this module; none repeats a step.
 
 Catalog images are never decoded here: their local features live in ``features.sqlite`` beside
-the catalog (``FeatureStore``), written by ingestion through ``geometry.features_for`` or, for
-images indexed before, computed on the first search that needs them and kept.
+the catalog (``FeatureStore``), written by ingestion through ``geometry.features_for`` (the
+``index_local_features`` default) or, for images indexed without them or in an older format,
+computed on the first search that needs them and kept. A hit's coarse corners (the tier check's
+second look) are made from its stored grey the first time a check needs them, and stored too.
 """
 
 from __future__ import annotations
