@@ -584,8 +584,8 @@ def _two_nearest(rows: np.ndarray, table: np.ndarray) -> tuple[np.ndarray, np.nd
     import faiss
 
     n, m = len(rows), len(table)
-    d1, d2, i1 = np.empty(n, np.int32), np.full(n, 1 << 20, np.int32), np.empty(n, np.int64)
-    if n == 0:
+    d1, d2, i1 = np.full(n, 1 << 20, np.int32), np.full(n, 1 << 20, np.int32), np.zeros(n, np.int64)
+    if n == 0 or m == 0:  # nothing to match: no distance passes a ratio test
         return d1, d2, i1
     rows = np.ascontiguousarray(rows)
     buffer = np.empty((min(_BLOCK, n), m), np.int32)
