@@ -273,9 +273,9 @@ class Settings(BaseSettings):
         "verified tiers while geometric_check is on)"
     )
     index_local_features: bool = Field(
-        False, description="store each image's local features (~34 KB) while indexing, so no search ever "
-        "decodes a hit; it costs indexing ~2.7x (benchmarks/results/catalog_throughput.md). Off: a hit's "
-        "features are computed on the first search that needs them and stored then"
+        True, description="store each image's local features (~20 KB: 300 ORB corners + a small grey image) "
+        "while indexing, so no search ever decodes a hit (indexing cost: benchmarks/results/catalog_throughput.md). "
+        "Off: a hit's features are computed on the first search that needs them and stored then"
     )
     catalog_commit_every: int = Field(256, ge=1, description="images per committed indexing batch")
     index_workers: int | None = Field(None, ge=1, description="decode threads when indexing; None = cores")

@@ -24,7 +24,9 @@ Blur and heavy JPEG erase the fine corners the first fit needs; a second look on
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass, field
+from typing import Callable
 
 import numpy as np
 from PIL import Image
@@ -317,7 +319,7 @@ def refine_tier(a, b, score: float, thresholds, tier: Tier, limits=None) -> Tier
 # jump far ahead; 0 inliers leaves the cosine as it was. The order uses the unmirrored fit only
 # (no mirror, no second look): a mirror try lends symmetric unrelated objects inliers (DEV groups
 # R@1 0.593 with it, 0.607 without, on both halves of the groups) and doubles the matching cost.
-RERANK_INLIER_CAP = 35  # for 400 x 300 corners (100 went with 1000 x 1000; benchmarks/results/search_rerank.md)
+RERANK_INLIER_CAP = 40  # for 500 x 300 corners (100 went with 1000 x 1000; benchmarks/results/search_rerank.md)
 
 
 def rerank_key(cosine: float, inliers: int | None) -> float:
@@ -338,13 +340,16 @@ def rerank_key(cosine: float, inliers: int | None) -> float:
 # verdict (``check_copy``). Mirrored tries mirror the query (once per search) instead of every
 # stored image, which halves what a catalog stores. Fewer corners lose some evidence; the
 # inlier cap is scaled to them (benchmarks/results/search_rerank.md measures each variant).
-FEATURES_MAGIC = b"LKF1"
-STORED_FINE = 300  # strongest fine corners kept per catalog image (of N_FEATURES found)
-STORED_COARSE = 300  # strongest coarse corners (second look) kept per catalog image
+FEATURES_MAGIC = b"LKF2"  # LKF1 also stored coarse corners; its rows are recomputed, not misread
+STORED_FINE = 300  # fine corners found and kept per catalog image (ORB asked for this many, strongest first)
+STORED_FAST_THRESHOLD = 20  # ORB's corner threshold for them: 300 strong corners need no weak candidates,
+# and scoring fewer saves ~0.6 ms an image (DEV groups recall unchanged: benchmarks/results/search_rerank.md)
+STORED_COARSE = 300  # coarse corners (second look) made from the stored grey when a tier check needs them
 RERANK_KEYPOINTS = 300  # catalog-side corners the re-rank matches (benchmarks/results/search_rerank.md)
-RERANK_QUERY_KEYPOINTS = 400  # query-side corners the re-rank matches
+RERANK_QUERY_KEYPOINTS = 500  # query-side corners the re-rank matches (ORB asked for this many)
 GRAY_JPEG_QUALITY = 95  # the dense check blurs (NCC_BLUR) before correlating: JPEG at 95 moves NCC by < 0.01
 XY_SCALE = 32.0  # keypoint coordinates stored as uint16 in 1/32 px at MAX_SIDE
+TIER_KEYPOINTS = 300  # corners per side the search's tier check matches
 
 
 @dataclass(frozen=True)
@@ -373,6 +378,16 @@ class KeypointSet:
         return cls(xy, np.ascontiguousarray(descriptors[order]))
 
 
+def _orb_set(gray: np.ndarray, n: int, fast_threshold: int = 10) -> KeypointSet:
+    """The ``n`` corners ORB keeps (``_features``' settings), strongest first. Asking ORB for the
+    corners kept, not 1000 of which the strongest are kept, saves its Harris, angle and
+    descriptor work on the rest (benchmarks/results/search_rerank.md: recall and agreement)."""
+    import cv2
+
+    orb = cv2.ORB_create(nfeatures=n, fastThreshold=fast_threshold)
+    return KeypointSet.from_orb(*orb.detectAndCompute(gray, None))
+
+
 def _coarse_orb(half_gray: np.ndarray):  # noqa: ANN202 - (keypoints, descriptors) of the blurred image
     """What ``coarse_features`` finds: ORB at a low corner threshold on the blurred, re-enlarged grey."""
     import cv2
@@ -383,45 +398,69 @@ def _coarse_orb(half_gray: np.ndarray):  # noqa: ANN202 - (keypoints, descriptor
     return big, cv2.ORB_create(nfeatures=N_FEATURES, fastThreshold=threshold)
 
 
-@dataclass(frozen=True)
-class StoredFeatures:
-    """A catalog image's local features as stored: fine and coarse corners, and the half-size
-    grey image the dense check correlates (JPEG, decoded only when a tier check needs it)."""
+def _coarse_set(half_gray: np.ndarray, n: int, *, mirrored: bool = False) -> KeypointSet:
+    """The ``n`` strongest coarse corners (``coarse_features``' settings) of a half-size grey."""
+    big, orb = _coarse_orb(half_gray)
+    orb.setMaxFeatures(n)
+    if mirrored:
+        big = np.ascontiguousarray(big[:, ::-1])
+    return KeypointSet.from_orb(*orb.detectAndCompute(big, None))
 
-    fine: KeypointSet
-    coarse: KeypointSet
-    gray_jpeg: bytes
-    _gray: list = field(default_factory=list, init=False, compare=False, repr=False)
+
+class StoredFeatures:
+    """A catalog image's local features as stored: its fine corners and the half-size grey image
+    the dense check correlates (JPEG, decoded only when a tier check needs it). The coarse corners
+    of the second look are made from that grey on first use (``coarse``): only a hit whose fine
+    corners do not line it up as a copy needs them, so indexing does not pay for every image's.
+    Safe to share between threads (a race makes a lazy part twice, harmlessly)."""
+
+    __slots__ = ("fine", "gray_jpeg", "_coarse", "_gray", "coarse_made")
+
+    def __init__(self, fine: KeypointSet, coarse: KeypointSet | None, gray_jpeg: bytes) -> None:
+        self.fine = fine
+        self.gray_jpeg = gray_jpeg
+        self._coarse = coarse  # None: not made yet
+        self._gray: np.ndarray | None = None
+        self.coarse_made = False  # made here from the grey (not stored with the rest): worth storing
+
+    @property
+    def coarse(self) -> KeypointSet:
+        """The ``STORED_COARSE`` strongest coarse corners, made from the grey on first use."""
+        if self._coarse is None:
+            self._coarse = _coarse_set(self.gray, STORED_COARSE)
+            self.coarse_made = True
+        return self._coarse
 
     @property
     def gray(self) -> np.ndarray:
         """Decoded on first use (only a fit with enough inliers to matter is checked densely)."""
         import cv2
 
-        if not self._gray:
-            self._gray.append(cv2.imdecode(np.frombuffer(self.gray_jpeg, np.uint8), cv2.IMREAD_GRAYSCALE))
-        return self._gray[0]
+        if self._gray is None:
+            self._gray = cv2.imdecode(np.frombuffer(self.gray_jpeg, np.uint8), cv2.IMREAD_GRAYSCALE)
+        return self._gray
 
 
 def features_for(image: Image.Image) -> bytes:
-    """The local features a catalog stores for one image (~34 KB on the DEV photos): the hook every ingestion
-    path calls with the image it decoded for the embedder, so search never decodes a hit again."""
+    """The local features a catalog stores for one image (~20 KB on the DEV photos): the hook every
+    ingestion path calls with the image it decoded for the embedder, so search never decodes a hit
+    again. One ORB pass for the ``STORED_FINE`` corners kept and the grey image (~3.5 ms a DEV photo
+    on one core; the coarse corners were a second pass and now wait for a search that needs them)."""
     import cv2
 
     gray = _gray(image)
-    fine = KeypointSet.from_orb(*_features(gray), limit=STORED_FINE)
-    half = _half(gray)
-    big, orb = _coarse_orb(half)
-    coarse = KeypointSet.from_orb(*orb.detectAndCompute(big, None), limit=STORED_COARSE)
-    ok, encoded = cv2.imencode(".jpg", half, [cv2.IMWRITE_JPEG_QUALITY, GRAY_JPEG_QUALITY])
+    ok, encoded = cv2.imencode(".jpg", _half(gray), [cv2.IMWRITE_JPEG_QUALITY, GRAY_JPEG_QUALITY])
     if not ok:  # pragma: no cover - OpenCV encodes any uint8 grey image
         raise ValueError("could not encode the grey image")
-    return pack_features(StoredFeatures(fine, coarse, encoded.tobytes()))
+    return pack_features(StoredFeatures(_orb_set(gray, STORED_FINE, STORED_FAST_THRESHOLD), None, encoded.tobytes()))
 
 
 def pack_features(features: StoredFeatures) -> bytes:
-    parts = [FEATURES_MAGIC, np.array([len(features.fine), len(features.coarse)], "<u2").tobytes()]
-    for keys in (features.fine, features.coarse):
+    """Magic, two uint16 counts (fine, coarse: 0 when the coarse corners are not stored), per set
+    uint16 positions and 32-byte descriptors, then the grey JPEG."""
+    sets = [features.fine] + ([features._coarse] if features._coarse is not None else [])
+    parts = [FEATURES_MAGIC, np.array([len(features.fine), len(sets[1]) if len(sets) > 1 else 0], "<u2").tobytes()]
+    for keys in sets:
         parts.append(np.clip(np.round(keys.xy * XY_SCALE), 0, 65535).astype("<u2").tobytes())
         parts.append(keys.descriptors.astype(np.uint8).tobytes())
     parts.append(features.gray_jpeg)
@@ -429,9 +468,10 @@ def pack_features(features: StoredFeatures) -> bytes:
 
 
 def unpack_features(blob: bytes) -> StoredFeatures:
-    """``features_for``'s bytes back (views into ``blob``, no copies)."""
+    """``features_for``'s bytes back (views into ``blob``, no copies). A blob of another format
+    (``FEATURES_MAGIC``) raises ValueError: the store treats it as missing and recomputes it."""
     if blob[:4] != FEATURES_MAGIC:
-        raise ValueError("not a lookalike local-features blob")
+        raise ValueError("not a lookalike local-features blob of this version")
     counts = np.frombuffer(blob, "<u2", 2, 4)
     offset, sets = 8, []
     for n in counts.tolist():
@@ -440,47 +480,45 @@ def unpack_features(blob: bytes) -> StoredFeatures:
         descriptors = np.frombuffer(blob, np.uint8, 32 * n, offset).reshape(n, 32)
         offset += 32 * n
         sets.append(KeypointSet(xy, descriptors))
-    return StoredFeatures(sets[0], sets[1], bytes(blob[offset:]))
+    return StoredFeatures(sets[0], sets[1] if counts[1] else None, bytes(blob[offset:]))
 
 
 class QueryFeatures:
-    """A search query's features: its fine corners at once; the mirrored and coarse corners (the
-    tier check's other tries) the first time a candidate needs them, then kept for the others."""
+    """A search query's features: its ``RERANK_QUERY_KEYPOINTS`` fine corners at once; the
+    mirrored and coarse corners (the tier check's other tries, ``TIER_KEYPOINTS`` each) the first
+    time a candidate needs them, then kept for the others."""
 
     def __init__(self, image: Image.Image) -> None:
         self._gray = _gray(image)
-        self.fine = KeypointSet.from_orb(*_features(self._gray))
+        self.fine = _orb_set(self._gray, RERANK_QUERY_KEYPOINTS)
         self.gray = _half(self._gray)
         self._cache: dict[str, object] = {}
-        self._lock = __import__("threading").Lock()
+        self._locks = {name: threading.Lock() for name in ("fine_mirror", "gray_mirror", "coarse_False", "coarse_True")}
 
     def _get(self, name: str, make):  # noqa: ANN001, ANN202
-        with self._lock:
+        """One lock per part: two threads checking hits make different parts at once, and wait for
+        a part the other is making instead of making it twice."""
+        with self._locks[name]:
             if name not in self._cache:
                 self._cache[name] = make()
             return self._cache[name]
 
     @property
     def fine_mirror(self) -> KeypointSet:
-        return self._get("fine_mirror", lambda: KeypointSet.from_orb(*_features(np.ascontiguousarray(self._gray[:, ::-1]))))
+        return self._get("fine_mirror", lambda: _orb_set(np.ascontiguousarray(self._gray[:, ::-1]), TIER_KEYPOINTS))
 
     @property
     def gray_mirror(self) -> np.ndarray:
         return self._get("gray_mirror", lambda: np.ascontiguousarray(self.gray[:, ::-1]))
 
     def prepare_all(self) -> None:
-        """Make the mirrored and coarse corners now (a search expecting a copy does it early)."""
+        """Make the mirrored and coarse corners now (before timing, or on an idle core)."""
         self.fine_mirror  # noqa: B018 - made and kept on first access
         self.coarse(False)
         self.coarse(True)
 
     def coarse(self, mirrored: bool) -> KeypointSet:
-        def make() -> KeypointSet:
-            big, orb = _coarse_orb(self.gray)
-            if mirrored:
-                big = np.ascontiguousarray(big[:, ::-1])
-            return KeypointSet.from_orb(*orb.detectAndCompute(big, None))
-        return self._get(f"coarse_{mirrored}", make)
+        return self._get(f"coarse_{mirrored}", lambda: _coarse_set(self.gray, TIER_KEYPOINTS, mirrored=mirrored))
 
 
 @dataclass(frozen=True)
@@ -507,46 +545,73 @@ def ratio_matches(query: KeypointSet, candidates: list[KeypointSet]) -> list[Mat
 
 def reverse_ratio_matches(query: KeypointSet, candidates: list[KeypointSet]) -> list[Matches]:
     """Ratio-tested matches from each candidate keypoint to its nearest query keypoint, for all
-    candidates in one FAISS binary k-NN search against the query's few hundred descriptors.
+    candidates at once against the query's few hundred descriptors.
 
     The re-rank's matcher: the query side is one small set, so every candidate keypoint's two
-    nearest query keypoints come from one ``IndexBinaryFlat`` search (SIMD popcount), about 4x
-    less time than a brute-force matcher per candidate (benchmarks/results/search_rerank.md).
-    Each candidate keypoint matches at most once, so the count of matches bounds the inliers.
+    nearest query keypoints come from one distance table (``_two_nearest``). Each candidate
+    keypoint matches at most once, so the count of matches bounds the inliers.
     """
     empty = Matches(np.zeros(0, np.int64), np.zeros(0, np.int64))
     sizes = np.array([len(c) for c in candidates], dtype=np.int64)
     if len(query) < 2 or sizes.sum() == 0:
         return [empty for _ in candidates]
-    import faiss
-
-    index = faiss.IndexBinaryFlat(256)
-    index.add(np.ascontiguousarray(query.descriptors))
     stacked = np.concatenate([c.descriptors for c in candidates if len(c)])
+    query_descriptors = np.ascontiguousarray(query.descriptors)
     half = len(stacked) // 2
-
-    def search(part: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        # one OpenMP thread in this thread only (the setting is per calling thread): two Python
-        # threads already split the work over the two cores, and OpenMP's spinning threads on
-        # busy cores cost more than they give
-        before = faiss.omp_get_max_threads()
-        faiss.omp_set_num_threads(1)
-        try:
-            return index.search(part, 2) if len(part) else (np.zeros((0, 2), np.int32), np.zeros((0, 2), np.int64))
-        finally:
-            faiss.omp_set_num_threads(before)
-
     from lookalike.parallel import side_by_side
 
-    (d1, i1), (d2, i2) = side_by_side(lambda: search(stacked[:half]), lambda: search(stacked[half:]))
-    distances, nearest = np.concatenate([d1, d2]), np.concatenate([i1, i2])
-    good = (distances[:, 0] < RATIO_TEST * distances[:, 1]) & (nearest[:, 1] >= 0)
+    (d1, e1, i1), (d2, e2, i2) = side_by_side(lambda: _two_nearest(stacked[:half], query_descriptors),
+                                              lambda: _two_nearest(stacked[half:], query_descriptors))
+    first, second, nearest = np.concatenate([d1, d2]), np.concatenate([e1, e2]), np.concatenate([i1, i2])
+    good = first < RATIO_TEST * second
     out, start = [], 0
     for n in sizes.tolist():
         rows = np.flatnonzero(good[start : start + n])
-        out.append(Matches(nearest[start + rows, 0].astype(np.int64), rows.astype(np.int64)))
+        out.append(Matches(nearest[start + rows].astype(np.int64), rows.astype(np.int64)))
         start += n
     return out
+
+
+_BLOCK = 1024  # candidate descriptors per distance table (1024 x 500 int32 stays in the CPU cache)
+
+
+def _two_nearest(rows: np.ndarray, table: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(nearest distance, second-nearest distance, index of the nearest: the first of equals) in
+    ``table`` (binary descriptors) for each row: FAISS's SIMD Hamming distances for a block of
+    rows at once, then NumPy's argmin and min per row. About 2x less CPU than FAISS's own k-NN,
+    whose per-row heap costs more than the distances (the issue's "NumPy popcount" idea;
+    benchmarks/results/search_rerank.md times the re-rank)."""
+    import faiss
+
+    n, m = len(rows), len(table)
+    d1, d2, i1 = np.full(n, 1 << 20, np.int32), np.full(n, 1 << 20, np.int32), np.zeros(n, np.int64)
+    if n == 0 or m == 0:  # nothing to match: no distance passes a ratio test
+        return d1, d2, i1
+    rows = np.ascontiguousarray(rows)
+    buffer = np.empty((min(_BLOCK, n), m), np.int32)
+    for start in range(0, n, _BLOCK):
+        count = min(_BLOCK, n - start)
+        distances, at = buffer[:count], np.arange(count)
+        faiss.hammings(faiss.swig_ptr(rows[start : start + count]), faiss.swig_ptr(table), count, m, 32,
+                       faiss.swig_ptr(distances))
+        nearest = distances.argmin(axis=1)
+        d1[start : start + count] = distances[at, nearest]
+        i1[start : start + count] = nearest
+        if m > 1:
+            distances[at, nearest] = 1 << 20
+            d2[start : start + count] = distances.min(axis=1)
+    return d1, d2, i1
+
+
+def forward_ratio_matches(query: KeypointSet, candidate: KeypointSet) -> Matches:
+    """``ratio_matches`` for one candidate of at most 512 corners, from one Hamming distance table
+    (``_two_nearest``) instead of OpenCV's matcher and its per-match Python objects (~2.4x less
+    time for 300 x 300 DEV corners); the same matches: a tie for the nearest fails the ratio test."""
+    if len(query) < 2 or len(candidate) < 2:
+        return Matches(np.zeros(0, np.int64), np.zeros(0, np.int64))
+    first, second, nearest = _two_nearest(query.descriptors, np.ascontiguousarray(candidate.descriptors))
+    rows = np.flatnonzero(first < RATIO_TEST * second)
+    return Matches(rows.astype(np.int64), nearest[rows].astype(np.int64))
 
 
 def _match_each(query: KeypointSet, candidates: list[KeypointSet]) -> list[Matches]:
@@ -631,7 +696,7 @@ class _LazyGray:
 def _tried(query_keys: KeypointSet, candidate_keys: KeypointSet, query_gray, candidate_gray,  # noqa: ANN001
            flipped: bool, n: int) -> GeometryResult:
     """One orientation of the copy check; no fit where too few matches exist to matter."""
-    matches = ratio_matches(query_keys, [candidate_keys])[0]
+    matches = forward_ratio_matches(query_keys, candidate_keys)
     if matches.bound < ALIGNED[0]:  # fewer inliers than any copy rule asks for: the verdict cannot change
         return GeometryResult(0, n, 0.0, flipped, -1.0)
     inliers, transform = fit_matches(query_keys.xy, candidate_keys.xy, matches)
@@ -642,17 +707,19 @@ def _tried(query_keys: KeypointSet, candidate_keys: KeypointSet, query_gray, can
     return GeometryResult(inliers, n, inliers / n, flipped, _ncc(query_gray, candidate_gray, transform))
 
 
-TIER_KEYPOINTS = 300  # corners per side the search's tier check matches
 
 
 def check_copy(query: QueryFeatures, candidate: StoredFeatures, first: Fit | None = None, *,
-               keypoints: int | None = None, other_tries: bool = True) -> GeometryResult:
+               keypoints: int | None = None, other_tries: bool = True,
+               settled: Callable[[GeometryResult], bool] | None = None) -> GeometryResult:
     """``match_features`` (both orientations, second look) from stored features: the evidence
     ``decide_tier`` judges, with the mirror tried on the query side. ``first``: the unmirrored
     fine fit on the same corners when the re-rank already made it. ``other_tries=False``: the
     unmirrored fine fit only (search skips the mirror and the second look below the
     near-duplicate line, where on the DEV pairs they never changed a verdict:
-    benchmarks/results/search_rerank.md)."""
+    benchmarks/results/search_rerank.md). ``settled(evidence)``: whether the caller's verdict on
+    the fine-corner evidence is already a copy; the second look, which can only confirm a copy
+    (``second_look_at``), is then skipped, since it cannot change that verdict."""
     keypoints = keypoints or TIER_KEYPOINTS
     gray = _LazyGray(candidate)
     q_fine, c_fine = query.fine.head(keypoints), candidate.fine.head(keypoints)
@@ -668,7 +735,7 @@ def check_copy(query: QueryFeatures, candidate: StoredFeatures, first: Fit | Non
         mirrored = _tried(query.fine_mirror.head(keypoints), c_fine, query.gray_mirror, gray, True, n)
         if (mirrored.ncc, mirrored.inliers) > (best.ncc, best.inliers):
             best = mirrored
-    if lines_up(best):
+    if lines_up(best) or (settled is not None and settled(best)):
         return best
     q_coarse, c_coarse = query.coarse(False).head(keypoints), candidate.coarse.head(keypoints)
     nc = max(1, min(len(q_coarse), len(c_coarse)))

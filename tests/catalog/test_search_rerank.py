@@ -18,7 +18,7 @@ from PIL import Image
 
 from lookalike.catalog.ingest import add_uploads
 from lookalike.catalog.catalog import Catalog
-from lookalike.catalog.search import FEATURES_FILE, FeatureStore, rerank_head, search_id, search_image
+from lookalike.catalog.search import FEATURES_FILE, FeatureStore, rerank_head, search_id, search_image, verified_tier
 from lookalike.embed import EmbedderPool
 from lookalike.geometry import (
     QueryFeatures,
@@ -29,6 +29,7 @@ from lookalike.geometry import (
     features_for,
     match_features,
     local_features,
+    pack_features,
     rerank_key,
     unpack_features,
 )
@@ -128,11 +129,29 @@ def test_features_blob_round_trips(sample_photos):
     image = load_image(sample_photos["astronaut"])
     blob = features_for(image)
     stored = unpack_features(blob)
-    assert 0 < len(stored.fine) <= STORED_FINE and 0 < len(stored.coarse) <= STORED_COARSE
+    assert 0 < len(stored.fine) <= STORED_FINE
     assert stored.gray.shape == (192, 192)  # half of MAX_SIDE: the dense check's grey image
-    query = QueryFeatures(image)
-    assert np.array_equal(stored.fine.descriptors, query.fine.descriptors[: len(stored.fine)])
-    assert np.allclose(stored.fine.xy, query.fine.xy[: len(stored.fine)], atol=1 / 32)
+    assert stored._coarse is None  # not stored: made from the grey when a tier check needs it
+    coarse = stored.coarse
+    assert 0 < len(coarse) <= STORED_COARSE and stored.coarse is coarse  # made once, then kept
+    again = unpack_features(pack_features(stored))  # coarse corners, once made, can be stored too
+    assert np.array_equal(again.coarse.descriptors, coarse.descriptors)
+    assert np.allclose(again.coarse.xy, coarse.xy, atol=1 / 32)
+    assert np.array_equal(again.fine.descriptors, stored.fine.descriptors)
+    assert np.allclose(again.fine.xy, stored.fine.xy, atol=1 / 32)
+    with pytest.raises(ValueError, match="version"):
+        unpack_features(b"LKF1" + blob[4:])  # the older format is recomputed, never misread
+
+
+def test_feature_store_recomputes_rows_of_an_older_format(tmp_path, sample_photos):
+    blob = features_for(load_image(sample_photos["chelsea"]))
+    store = FeatureStore(tmp_path / FEATURES_FILE)
+    try:
+        store.put_many([(1, "a", blob), (2, "b", b"LKF1" + blob[4:])])
+        assert store.ids().tolist() == [1]
+        assert list(store.get_many([(1, "a"), (2, "b")])) == [1]
+    finally:
+        store.close()
 
 
 def test_pruned_rerank_gives_the_full_orders_head(sample_photos):
@@ -168,6 +187,7 @@ def test_search_tier_check_decides_as_compare_does(cat_settings, settings, sampl
         full_query = local_features(query_image, with_mirror=False)
         for name, image in originals.items():
             ours = decide_tier(score, thresholds, check_copy(query, unpack_features(features_for(image))))
+            assert verified_tier(query, unpack_features(features_for(image)), score, thresholds) == ours
             theirs = decide_tier(score, thresholds, match_features(full_query, local_features(image)))
             assert ours == theirs, (source, name, ours, theirs)
             seen.add((name == source, ours.value))
@@ -221,3 +241,54 @@ def test_rerank_lifts_retrieval_of_other_views_on_dev_groups(embedder, dev_data)
     assert reranked.recall_at_4 >= plain.recall_at_4 + 0.04, (plain, reranked)
     assert reranked.map > plain.map + 0.04, (plain, reranked)
     assert np.isclose(rerank_similarity(similarity, groups.paths, 0), similarity).all()
+
+
+def test_hamming_table_matchers_match_as_opencv_and_faiss_do(sample_photos):
+    """The re-rank's and the tier check's matchers (distance tables + NumPy minima) give exactly
+    the ratio-tested matches of OpenCV's brute-force matcher (per hit) and of FAISS's binary k-NN
+    (all hits at once, the previous matcher), on real photos and an edited copy."""
+    import faiss
+
+    from lookalike.geometry import RATIO_TEST, _gray, _orb_set, forward_ratio_matches, ratio_matches, reverse_ratio_matches
+
+    images = [load_image(p) for p in sample_photos.values()] + [load_image(_edited(sample_photos["chelsea"], 0.8, 300))]
+    sets = [_orb_set(_gray(image), 300) for image in images]
+    query = _orb_set(_gray(images[-1]), 500)
+    for candidate in sets:
+        ours, opencv = forward_ratio_matches(query, candidate), ratio_matches(query, [candidate])[0]
+        assert np.array_equal(ours.query, opencv.query) and np.array_equal(ours.candidate, opencv.candidate)
+    index = faiss.IndexBinaryFlat(256)
+    index.add(query.descriptors)
+    reverse = reverse_ratio_matches(query, sets)
+    for candidate, ours in zip(sets, reverse):
+        distances, nearest = index.search(candidate.descriptors, 2)
+        rows = np.flatnonzero(distances[:, 0] < RATIO_TEST * distances[:, 1])
+        assert np.array_equal(ours.candidate, rows) and np.array_equal(ours.query, nearest[rows, 0])
+    chelsea = list(sample_photos).index("chelsea")
+    assert reverse[chelsea].bound > 20 > max(m.bound for i, m in enumerate(reverse[:-1]) if i != chelsea)
+
+
+def test_a_hits_coarse_corners_are_made_once_then_read_from_the_store(cat_settings, embedder, sample_photos):
+    """A tier check that needs the second look makes the hit's coarse corners from its stored grey;
+    search stores them after the answer, and the next search reads them instead of making them."""
+    from lookalike.catalog import search as search_module
+    from lookalike.geometry import STORED_COARSE
+
+    catalog, pool = _catalog(cat_settings, embedder, sample_photos, 50, "coarse")
+    try:
+        records = list(catalog.meta.records())
+        stored = search_module.stored_features(catalog, records)
+        assert all(f is not None and f._coarse is None for f in stored)  # indexed: fine corners + grey only
+        hit = stored[0]
+        search_module._keep_made_coarse(catalog, [(records[0], hit)])  # nothing made yet: nothing written
+        search_module._WRITER.submit(lambda: None).result()
+        assert search_module.stored_features(catalog, records[:1])[0]._coarse is None
+        coarse = hit.coarse  # what a second look makes
+        search_module._keep_made_coarse(catalog, [(records[0], hit)])
+        search_module._WRITER.submit(lambda: None).result()  # the write runs after the answer, in order
+        again = search_module.stored_features(catalog, records[:1])[0]
+        assert again._coarse is not None and not again.coarse_made and 0 < len(again.coarse) <= STORED_COARSE
+        assert np.array_equal(again.coarse.descriptors, coarse.descriptors)
+        assert np.array_equal(again.fine.descriptors, hit.fine.descriptors) and again.gray_jpeg == hit.gray_jpeg
+    finally:
+        catalog.close()

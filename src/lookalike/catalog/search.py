@@ -8,8 +8,10 @@ returned head), then re-decide the tiers of the returned hits the score leaves o
 and ``lookalike eval groups`` (``rerank_head``) call this module; none repeats a step.
 
 Catalog images are never decoded here: their local features live in ``features.sqlite`` beside
-the catalog (``FeatureStore``), written by ingestion through ``geometry.features_for`` or, for
-images indexed before, computed on the first search that needs them and kept.
+the catalog (``FeatureStore``), written by ingestion through ``geometry.features_for`` (the
+``index_local_features`` default) or, for images indexed without them or in an older format,
+computed on the first search that needs them and kept. A hit's coarse corners (the tier check's
+second look) are made from its stored grey the first time a check needs them, and stored too.
 """
 
 from __future__ import annotations
@@ -18,20 +20,24 @@ import dataclasses
 import sqlite3
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterable, Literal, Sequence
+from typing import TYPE_CHECKING, Iterable, Iterator, Literal, Sequence
 
 import numpy as np
 
 from lookalike.errors import LookalikeError
 from lookalike.geometry import (
+    FEATURES_MAGIC,
     QueryFeatures,
     StoredFeatures,
     check_copy,
     decide_tier,
     features_for,
     needs_check,
+    pack_features,
     rerank_fits,
     rerank_key,
     unpack_features,
@@ -87,7 +93,8 @@ class FeatureStore:
         with self._lock:
             rows = self._conn.execute(f"SELECT id, content_hash, data FROM features WHERE id IN ({marks})",
                                       list(wanted)).fetchall()
-        return {int(i): bytes(data) for i, digest, data in rows if wanted.get(int(i)) == digest}
+        return {int(i): bytes(data) for i, digest, data in rows
+                if wanted.get(int(i)) == digest and bytes(data[:4]) == FEATURES_MAGIC}  # else: recomputed
 
     def put_many(self, rows: Iterable[tuple[int, str, bytes]]) -> None:
         rows = [(int(i), digest, sqlite3.Binary(data)) for i, digest, data in rows]
@@ -107,8 +114,11 @@ class FeatureStore:
             self._conn.executemany("DELETE FROM features WHERE id = ?", [(int(i),) for i in ids])
 
     def ids(self) -> np.ndarray:
+        """Ids whose features are stored in this version's format (``geometry.FEATURES_MAGIC``)."""
         with self._lock:
-            return np.array([r[0] for r in self._conn.execute("SELECT id FROM features ORDER BY id")], dtype=np.int64)
+            rows = self._conn.execute("SELECT id FROM features WHERE substr(data, 1, 4) = ? ORDER BY id",
+                                      (FEATURES_MAGIC,))
+            return np.array([r[0] for r in rows], dtype=np.int64)
 
     def stats(self) -> tuple[int, int]:
         """(images with features, bytes of features stored)."""
@@ -172,6 +182,15 @@ def rerank_head(query: QueryFeatures, candidates: Sequence[StoredFeatures | None
     return HeadOrder(order, keys, inliers, fits)
 
 
+def verified_tier(query: QueryFeatures, candidate: StoredFeatures, score: float, thresholds, first=None) -> Tier:  # noqa: ANN001
+    """A hit's tier as ``/v1/compare`` would decide it, from stored features: ``check_copy`` with
+    the mirror and the second look only at near-duplicate scores (below, on the DEV pairs they never
+    changed a verdict), and the second look only where the fine evidence leaves the copy open."""
+    evidence = check_copy(query, candidate, first, other_tries=score >= thresholds.near_duplicate,
+                          settled=lambda fine: decide_tier(score, thresholds, fine) is Tier.NEAR_DUPLICATE)
+    return decide_tier(score, thresholds, evidence)
+
+
 @dataclass(frozen=True)
 class SearchAnswer:
     """Hits best first, and which order is in force (``rank_score`` when the head was re-ranked)."""
@@ -183,6 +202,68 @@ class SearchAnswer:
 
     def to_dict(self) -> dict:
         return {"order": self.order, "reranked": self.reranked, "results": [r.to_dict() for r in self.results]}
+
+
+def _each_on_two_threads(items: Sequence[int], work) -> dict[int, object]:  # noqa: ANN001
+    """``{item: work(item)}``, two threads taking the next item as they finish one (OpenCV
+    releases the GIL; a hit needing the second look costs several times one that does not)."""
+    pending = iter(items)
+    lock = threading.Lock()
+    out: dict[int, object] = {}
+
+    def worker() -> None:
+        while True:
+            with lock:
+                item = next(pending, None)
+            if item is None:
+                return
+            out[item] = work(item)
+
+    if len(items) > 1:
+        side_by_side(worker, worker)
+    else:
+        worker()
+    return out
+
+
+_WRITER = ThreadPoolExecutor(max_workers=1, thread_name_prefix="lookalike-features")
+
+
+def _keep_made_coarse(catalog: Catalog, checked: Sequence[tuple[ImageRecord, StoredFeatures]]) -> None:
+    """Store the coarse corners a tier check made from a hit's grey (``StoredFeatures.coarse``),
+    so the next search that needs them reads them; written after the answer, off its path (a
+    lost write only means they are made again)."""
+    rows = [(record.id, record.content_hash, pack_features(features)) for record, features in checked
+            if features.coarse_made]
+    if rows:
+        store = catalog.features
+
+        def write() -> None:
+            try:
+                store.put_many(rows)
+            except sqlite3.Error:  # the catalog was closed meanwhile: made again next time
+                pass
+
+        _WRITER.submit(write)
+
+
+@contextmanager
+def _one_omp_thread() -> Iterator[None]:
+    """FAISS on one OpenMP thread in this thread (the setting is per calling thread): one query's
+    kNN is far too small to share, and on busy cores the team's spin-waits cost more than the
+    search (measured: 5 ms of CPU for a 0.2 ms search of the ~880-image catalog)."""
+    import faiss
+
+    before = faiss.omp_get_max_threads()
+    faiss.omp_set_num_threads(1)
+    try:
+        yield
+    finally:
+        faiss.omp_set_num_threads(before)
+
+
+def _ms(since: float) -> float:
+    return (time.perf_counter() - since) * 1000.0
 
 
 def search_image(catalog: Catalog, source: ImageSource, k: int = 10, *, pool=None) -> SearchAnswer:  # noqa: ANN001
@@ -223,7 +304,9 @@ def search_decoded(catalog: Catalog, vector: np.ndarray, image, k: int, *, query
     verify = image is not None and settings.geometric_check
     head = settings.search_rerank_top if verify else 0
     started = time.perf_counter()
-    results = catalog.search(np.asarray(vector)[None], max(k, head), query_hash=query_hash, exclude_id=exclude_id)[0]
+    with _one_omp_thread():
+        results = catalog.search(np.asarray(vector)[None], max(k, head), query_hash=query_hash,
+                                 exclude_id=exclude_id)[0]
     timings = {"knn": (time.perf_counter() - started) * 1000.0}
     if not verify or not results:
         return SearchAnswer(results[:k], "cosine", 0, timings)
@@ -233,14 +316,10 @@ def search_decoded(catalog: Catalog, vector: np.ndarray, image, k: int, *, query
     checked = min(k, VERIFY_TOP, len(results))
     thresholds = catalog.thresholds
     features = stored_features(catalog, [r.record for r in results[: max(head, checked)]], embedder)
+    timings["features"] = _ms(started)
     if head:
         cosines = [r.cosine for r in results[:head]]
-        if any(r.score >= thresholds.near_duplicate for r in results[:checked]):
-            # a copy is likely among the returned hits, and its check may need the query's mirrored
-            # and coarse corners: find them on the other core while the re-rank runs
-            ranked, _ = side_by_side(lambda: rerank_head(query, features[:head], cosines, keep=k), query.prepare_all)
-        else:
-            ranked = rerank_head(query, features[:head], cosines, keep=k)
+        ranked = rerank_head(query, features[:head], cosines, keep=k)
         order = ranked.order + list(range(head, len(results)))
         results = [dataclasses.replace(results[i], rank_score=ranked.keys[i], inliers=ranked.inliers[i],
                                        verified=ranked.inliers[i] is not None) if i < head else results[i]
@@ -250,12 +329,15 @@ def search_decoded(catalog: Catalog, vector: np.ndarray, image, k: int, *, query
     else:
         firsts = [None] * len(features)
     results = results[:k]
-    for i in range(checked):  # tiers of the returned hits the score leaves open: copy, or another shot?
-        hit = results[i]
-        if features[i] is None or not needs_check(hit.score, thresholds, Tier(hit.verdict)):
-            continue
-        evidence = check_copy(query, features[i], firsts[i], other_tries=hit.score >= thresholds.near_duplicate)
-        verdict = decide_tier(hit.score, thresholds, evidence)
-        results[i] = dataclasses.replace(hit, verdict=verdict.value)
-    timings["verify"] = (time.perf_counter() - started) * 1000.0
+    timings["rerank"] = _ms(started) - timings["features"]
+    # tiers of the returned hits the score leaves open (copy, or another shot?), on both cores
+    open_hits = [i for i in range(checked)
+                 if features[i] is not None and needs_check(results[i].score, thresholds, Tier(results[i].verdict))]
+    tiers = _each_on_two_threads(open_hits, lambda i: verified_tier(query, features[i], results[i].score, thresholds,
+                                                                     firsts[i]))
+    for i, verdict in tiers.items():
+        results[i] = dataclasses.replace(results[i], verdict=verdict.value)
+    _keep_made_coarse(catalog, [(results[i].record, features[i]) for i in open_hits])
+    timings["verify"] = _ms(started)
+    timings["tiers"] = timings["verify"] - timings["rerank"] - timings["features"]
     return SearchAnswer(results, "rank_score" if head else "cosine", head, timings)

@@ -122,7 +122,7 @@ class SearchHit(BaseModel):
     score: float
     verdict: VerdictName
     rank_score: float = Field(description="the key results are ordered by (see the response's `order`): the "
-                              "cosine, plus min(inliers, 35) / 35 where the hit was verified (geometry.rerank_key)")
+                              "cosine, plus min(inliers, 40) / 40 where the hit was verified (geometry.rerank_key)")
     inliers: int | None = Field(None, description="local-feature matches that fit one similarity transform "
                                 "with the query; null: not verified")
     verified: bool = Field(False, description="local features were matched against the query for this hit")
@@ -245,7 +245,7 @@ async def search(
     """The catalog images closest to the query, best first (``lookalike.catalog.search``).
 
     Order (`order` in the response): the top `search_rerank_top` (default 50) hits by cosine are
-    re-ranked by `rank_score` = cosine + min(inliers, 35) / 35, the local-feature evidence that
+    re-ranked by `rank_score` = cosine + min(inliers, 40) / 40, the local-feature evidence that
     lifts other shots of the same object; so a result can follow one with a higher `score`, and
     its `inliers` say why. Verdicts of the first ten use the geometric check (another shot reads
     `similar`, an edited copy `near_duplicate`).
