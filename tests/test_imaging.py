@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 from lookalike.errors import BadImageError, ImageTooLargeError
-from lookalike.imaging import ImageLimits, Preprocessing, decode, load_image, open_checked
+from lookalike.imaging import ImageLimits, Preprocessing, decode, load_image, open_checked, same_decode
 
 from .conftest import jpeg_bytes, png_bytes
 
@@ -91,6 +91,20 @@ def test_jpeg_draft_keeps_enough_pixels_for_the_model(sample_china):
     big = Image.fromarray(sample_china).resize((2560, 1708))
     decoded = decode(jpeg_bytes(big), draft_side=224)
     assert min(decoded.size) >= 224 and decoded.size[0] < 2560  # reduced, but never below the input
+
+
+@pytest.mark.parametrize("size", [(2560, 1708), (960, 640), (720, 480), (427, 285)])
+def test_same_decode_says_exactly_when_two_draft_sides_give_the_same_pixels(sample_china, size):
+    """Compare feeds its copy detector the similarity model's decode when ``same_decode`` says so:
+    it must be true exactly when both decodes are pixel for pixel equal."""
+    data = jpeg_bytes(Image.fromarray(sample_china).resize(size))
+    for a, b in ((224, 256), (224, 288), (None, 256), (256, 256)):
+        equal = np.array_equal(np.asarray(decode(data, draft_side=a)), np.asarray(decode(data, draft_side=b)))
+        assert same_decode(data, a, b) == equal, (size, a, b)
+    if size == (720, 480):  # 224 decodes at half scale (240 px), 256 needs the full 480
+        assert not same_decode(data, 224, 256)
+    png = png_bytes(Image.fromarray(sample_china))
+    assert same_decode(png, 224, 256)  # no draft outside JPEG: one decode serves both
 
 
 def test_preprocessing_shapes_and_normalization(sample_china):

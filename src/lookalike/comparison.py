@@ -25,7 +25,15 @@ from PIL import Image
 from lookalike.config import Settings, get_settings
 from lookalike.embed import Embedder, EmbedderPool
 from lookalike.errors import BadImageError, ImageTooLargeError
-from lookalike.imaging import ImageSource, content_hash, decode, load_image, pixel_digest, read_source_bytes
+from lookalike.imaging import (
+    ImageSource,
+    content_hash,
+    decode,
+    load_image,
+    pixel_digest,
+    read_source_bytes,
+    same_decode,
+)
 from lookalike.parallel import side_by_side
 from lookalike.similarity import (
     COPY_TIERS,
@@ -164,9 +172,10 @@ def _prepare_image(embedder: Embedder, source: ImageSource, cache: EmbeddingCach
 
 
 def _prepare_copy(copy: Embedder, source: ImageSource, prepared: _Prepared, cache: EmbeddingCache | None,
-                  label: str) -> _Prepared:
+                  label: str, decode_side: int | None = None) -> _Prepared:
     """The copy detector's input for one image: its own cache key and its own decode size, so its
-    vector is the one ``copy.load`` + ``encode_decoded`` makes (what eval scores)."""
+    vector is the one ``copy.load`` + ``encode_decoded`` makes (what eval scores). ``prepared``'s decode
+    (made at ``decode_side``) is reused when the copy detector's decode would give the same pixels."""
     key = (copy.model_name, copy.input_size, copy.preprocessing.mode, prepared.digest)
     if cache is not None and prepared.digest is not None:
         vector = cache.get(key)
@@ -174,8 +183,12 @@ def _prepare_copy(copy: Embedder, source: ImageSource, prepared: _Prepared, cach
             return _Prepared(prepared.digest, None, vector)
     try:
         data = read_source_bytes(source, copy.limits)
-        image = load_image(source, copy.limits) if data is None else decode(
-            data, copy.limits, draft_side=copy.preprocessing.decode_side)
+        if data is not None and prepared.image is not None and same_decode(data, decode_side,
+                                                                            copy.preprocessing.decode_side):
+            image = prepared.image  # the similarity model's decode is pixel for pixel the one this would make
+        else:
+            image = load_image(source, copy.limits) if data is None else decode(
+                data, copy.limits, draft_side=copy.preprocessing.decode_side)
     except (BadImageError, ImageTooLargeError) as exc:
         if label in exc.message:
             raise
@@ -207,7 +220,8 @@ def compare_with(
 
     def prepare(source: ImageSource, label: str) -> tuple[_Prepared, _Prepared | None]:
         main = _prepare(embedder, source, cache, label)
-        return main, (_prepare_copy(copy.embedder, source, main, cache, label) if copy is not None else None)
+        return main, (_prepare_copy(copy.embedder, source, main, cache, label,
+                                     embedder.preprocessing.decode_side) if copy is not None else None)
 
     (first, copy_first), (second, copy_second) = side_by_side(lambda: prepare(a, label_a), lambda: prepare(b, label_b))
     t1 = time.perf_counter()

@@ -219,6 +219,24 @@ def decode(data: bytes, limits: ImageLimits = DEFAULT_LIMITS, *, draft_side: int
         raise BadImageError(f"cannot decode image (truncated or corrupt): {exc}") from exc
 
 
+def same_decode(data: bytes, side_a: int | None, side_b: int | None) -> bool:
+    """Whether ``decode(data, draft_side=side_a)`` and ``decode(data, draft_side=side_b)`` give the same
+    pixels: the same JPEG DCT scale (read from the header, nothing decoded), or no draft at all. Two
+    models fed from one upload (compare's similarity model and copy detector) then share one decode."""
+    if side_a == side_b:
+        return True
+    try:
+        sizes = []
+        for side in (side_a, side_b):
+            image = Image.open(io.BytesIO(data))
+            if side and image.format == "JPEG":
+                image.draft("RGB", _draft_request(image.size, side))
+            sizes.append(image.size)
+    except Exception:  # noqa: BLE001 - unreadable here: the caller decodes again and reports it
+        return False
+    return sizes[0] == sizes[1]
+
+
 def _draft_request(size: tuple[int, int], side: int) -> tuple[int, int]:
     """Ask draft() for a size that keeps the short side >= ``side``.
 
