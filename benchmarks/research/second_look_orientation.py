@@ -5,10 +5,10 @@ the query and of its mirror whenever the fine corners left a near-duplicate scor
 two more ORB passes on every query that met another shot of an object (~3 ms each). It now
 tries only the orientation the fine corners favoured. This script decides every pair the check
 sees in DEV, the harder edits, the turned copies and the other shots (``copy_compare.load_sets``)
-with ``geometry`` as committed at a git revision (default ``HEAD~1``: the version that tried both)
+with ``geometry`` as committed at a git revision (default ``4777d23``: the last version that tried both)
 and as it is in the working tree, through ``search.verified_tier``, and counts the verdicts that differ.
 
-    python benchmarks/research/second_look_orientation.py [--before HEAD~1]
+    python benchmarks/research/second_look_orientation.py [--before 4777d23]
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from _common import REPO, bench_settings, markdown_table, write_result  # noqa: 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--before", default="HEAD~1", help="git revision of geometry.py to compare against")
+    parser.add_argument("--before", default="4777d23", help="git revision of geometry.py to compare against (default: the last that tried both)")
     args = parser.parse_args(argv)
 
     import lookalike.catalog.search as search

@@ -739,7 +739,7 @@ def check_copy(query: QueryFeatures, candidate: StoredFeatures, first: Fit | Non
         return best
     # the second look tries one orientation, the one the fine corners favoured: trying the other
     # one too (a third and fourth ORB pass on the query) changed no verdict on 2,024 checked pairs
-    # (DEV, the harder edits, turned copies, other shots: benchmarks/results/search_rerank.md)
+    # (DEV, the harder edits, turned copies, other shots: benchmarks/research/second_look_orientation.py)
     flipped = best.flipped
     q_coarse, c_coarse = query.coarse(flipped).head(keypoints), candidate.coarse.head(keypoints)
     nc = max(1, min(len(q_coarse), len(c_coarse)))
