@@ -39,7 +39,13 @@ function show(r) {
   $("answer").dataset.match = r.is_match;
   $("score").textContent = fmt(r.score);
   $("cosine").textContent = fmt(r.cosine);
-  $("threshold").textContent = `match when score ≥ ${fmt(r.threshold)}`;
+  // with a copy detector (setting copy_model) its score decides exact / near-duplicate, and a match is that verdict
+  const copy = typeof r.copy_score === "number";
+  $("copy-label").hidden = $("copy").hidden = !copy;
+  if (copy) $("copy").textContent = `${fmt(r.copy_score)} (${r.copy_model}: decides exact / near-duplicate)`;
+  $("threshold").textContent = copy
+    ? `match when the copy detector (and, where unsure, the geometric check) says a copy`
+    : `match when score ≥ ${fmt(r.threshold)}`;
   $("source").textContent = r.threshold_source;
   $("tiers").textContent =
     `near-duplicate ≥ ${fmt(r.thresholds.near_duplicate, 3)} · similar ≥ ${fmt(r.thresholds.similar, 3)}`;
