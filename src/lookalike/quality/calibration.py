@@ -36,18 +36,11 @@ from lookalike.similarity import calibration_key
 from lookalike.similarity import normalized_score
 
 
-@dataclass
-class Calibration:
+class _TableEntry:
+    """An entry of the calibration table: filed under ``<model>@<size>``, stored without those two."""
+
     model: str
     input_size: int
-    match: float
-    near_duplicate: float
-    similar: float
-    method: str
-    metrics: dict[str, Any] = field(default_factory=dict)
-    n_pairs: int = 0
-    created_at: str = ""
-    curves: dict[str, Any] = field(default_factory=dict)  # for plots (see plots.curves_from_scores)
 
     @property
     def key(self) -> str:
@@ -58,6 +51,20 @@ class Calibration:
         data.pop("model")
         data.pop("input_size")
         return data
+
+
+@dataclass
+class Calibration(_TableEntry):
+    model: str
+    input_size: int
+    match: float
+    near_duplicate: float
+    similar: float
+    method: str
+    metrics: dict[str, Any] = field(default_factory=dict)
+    n_pairs: int = 0
+    created_at: str = ""
+    curves: dict[str, Any] = field(default_factory=dict)  # for plots (see plots.curves_from_scores)
 
 
 def precision_threshold(scores: np.ndarray, labels: np.ndarray, target: float) -> float | None:
@@ -207,7 +214,7 @@ SHOT_WEIGHT = 5
 
 
 @dataclass
-class CopyCalibration:
+class CopyCalibration(_TableEntry):
     model: str
     input_size: int
     candidate: float
@@ -217,16 +224,6 @@ class CopyCalibration:
     metrics: dict[str, Any] = field(default_factory=dict)
     n_pairs: int = 0
     created_at: str = ""
-
-    @property
-    def key(self) -> str:
-        return calibration_key(self.model, self.input_size)
-
-    def entry(self) -> dict[str, Any]:
-        data = asdict(self)
-        data.pop("model")
-        data.pop("input_size")
-        return data
 
 
 def pick_copy_lines(scores: Sequence[float], labels: Sequence[int], says_copy: Sequence[bool],
