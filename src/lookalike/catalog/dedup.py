@@ -359,7 +359,7 @@ def _blockwise(blurred_a: np.ndarray, blurred_b: np.ndarray, transform: np.ndarr
     if np.count_nonzero(valid) < 64:
         return None
     m = valid.astype(np.float32)
-    x = np.nan_to_num(warped, copy=False, nan=0.0)
+    x = cv2.patchNaNs(warped, 0.0)  # in place: outside A counts as 0 (masked out of every sum)
     y = blurred_b[: size[1], : size[0]] * m
 
     def blocks(z: np.ndarray) -> np.ndarray:
