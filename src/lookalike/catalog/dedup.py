@@ -399,7 +399,8 @@ class _Prepared:
 
             from lookalike.geometry import NCC_BLUR
 
-            self._blurred = cv2.GaussianBlur(self.stored.gray, (0, 0), NCC_BLUR)
+            grey = cv2.imdecode(np.frombuffer(self.stored.gray_jpeg, np.uint8), cv2.IMREAD_GRAYSCALE)
+            self._blurred = cv2.GaussianBlur(grey, (0, 0), NCC_BLUR)  # the sharp grey is not kept
         return self._blurred
 
     def mirrored(self) -> tuple:  # (KeypointSet, blurred grey)
@@ -521,14 +522,14 @@ def _checked(catalog: Catalog, cosines: dict[tuple[int, int], float], records: d
     mirror made of the image in most such pairs (finding a mirror's corners is the dearest step).
     Every such pair is tried, not one per two groups: stars need the centre's own pairs.
     Images are taken ``CHECK_CHUNK`` at a time, in the candidate graph's breadth-first order, with
-    their partners' features; the next chunk reuses the ones it shares with the last (memory stays
-    flat as the catalog grows, and an image's grey is decoded about once). Each chunk runs in
+    their partners' features; later chunks and the mirror round reuse the ``CHECK_KEEP`` most
+    recent (memory stays flat as the catalog grows, and an image's grey is decoded about once). Each chunk runs in
     threads (OpenCV and FAISS release the GIL)."""
     from lookalike.catalog.search import stored_features
 
     _fill_features(catalog, [records[i] for i in sorted({i for pair in cosines for i in pair})], progress)
     order = _breadth_first(cosines)
-    kept: dict[int, _Prepared] = {}  # the last chunk's prepared images (greys decoded, mirrors made)
+    kept: dict[int, _Prepared] = {}  # recent chunks' prepared images (greys decoded, mirrors made)
     done = 0
     total = len(order) + len(order) // 4  # the mirror round's share is known after the plain round
 
@@ -551,7 +552,9 @@ def _checked(catalog: Catalog, cosines: dict[tuple[int, int], float], records: d
                 fresh = [i for i in ids if i not in prepared]
                 stored = stored_features(catalog, [records[i] for i in fresh]) if fresh else []
                 prepared.update((i, _Prepared(f)) for i, f in zip(fresh, stored) if f is not None)
-                kept = prepared
+                # keep this chunk's images and, up to CHECK_KEEP, the most recent others
+                kept = {i: p for i, p in kept.items() if i not in prepared}
+                kept = dict(list(kept.items())[max(0, len(kept) + len(prepared) - CHECK_KEEP):]) | prepared
                 items = [(a, by_query[a]) for a in chunk if a in prepared]
                 for found in pool.map(lambda item: decide(item, prepared), items):
                     results.update(found)
@@ -583,6 +586,7 @@ def _checked(catalog: Catalog, cosines: dict[tuple[int, int], float], records: d
 
 
 CHECK_THREADS = max(1, min(4, os.cpu_count() or 1))
+CHECK_KEEP = 2048  # prepared images kept between chunks and rounds (~50 KB each): each grey decoded ~once
 
 
 def _breadth_first(pairs) -> list[int]:  # noqa: ANN001 - iterable of (a, b)
