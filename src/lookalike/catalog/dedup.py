@@ -416,8 +416,13 @@ class _Prepared:
                              interpolation=cv2.INTER_LINEAR)
             orb = cv2.ORB_create(nfeatures=MIRROR_FEATURES, fastThreshold=MIRROR_FAST_THRESHOLD,
                                  nlevels=MIRROR_LEVELS)
-            keys = KeypointSet.from_orb(*orb.detectAndCompute(np.ascontiguousarray(big[:, ::-1]), None))
-            keys = KeypointSet(keys.xy * np.float32(2.0 / MIRROR_ENLARGE), keys.descriptors)  # working size
+            found, descriptors = orb.detectAndCompute(np.ascontiguousarray(big[:, ::-1]), None)
+            if descriptors is None or not found:
+                keys = KeypointSet.empty()
+            else:  # ORB keeps MIRROR_FEATURES; their order does not matter to a match of all of them, so
+                # the positions come out in one C call (KeyPointSet.from_orb's sort walks Python objects)
+                xy = cv2.KeyPoint_convert(found).reshape(-1, 2) * np.float32(2.0 / MIRROR_ENLARGE)  # working size
+                keys = KeypointSet(np.ascontiguousarray(xy, dtype=np.float32), np.ascontiguousarray(descriptors))
             self._mirror = (keys, np.ascontiguousarray(self.blurred[:, ::-1]))
         return self._mirror
 
