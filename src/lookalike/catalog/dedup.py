@@ -528,15 +528,18 @@ def _checked(catalog: Catalog, cosines: dict[tuple[int, int], float], records: d
     Every such pair is tried, not one per two groups: stars need the centre's own pairs.
     Images are taken ``CHECK_CHUNK`` at a time, in the candidate graph's breadth-first order, with
     their partners' features; later chunks and the mirror round reuse the ``CHECK_KEEP`` most
-    recent (memory stays flat as the catalog grows, and an image's grey is decoded about once). Each chunk runs in
-    threads (OpenCV and FAISS release the GIL)."""
+    recent (memory stays flat as the catalog grows, and an image's grey is decoded about once).
+    Each chunk runs in threads (OpenCV and FAISS release the GIL)."""
     from lookalike.catalog.search import stored_features
 
     _fill_features(catalog, [records[i] for i in sorted({i for pair in cosines for i in pair})], progress)
     order = _breadth_first(cosines)
     kept: dict[int, _Prepared] = {}  # recent chunks' prepared images (greys decoded, mirrors made)
+    plain: dict[int, list[int]] = {}  # each pair once, under its smaller id
+    for a, b in cosines:
+        plain.setdefault(a, []).append(b)
     done = 0
-    total = len(order) + len(order) // 4  # the mirror round's share is known after the plain round
+    total = len(plain) + len(plain) // 2  # queries; the mirror round's share is known after the plain round
 
     def round_(by_query: dict[int, list[int]], mirrored: bool) -> dict:
         nonlocal kept, done, total
@@ -568,9 +571,6 @@ def _checked(catalog: Catalog, cosines: dict[tuple[int, int], float], records: d
                     progress("check", min(done, total), max(done, total))
         return results
 
-    plain: dict[int, list[int]] = {}
-    for a, b in cosines:
-        plain.setdefault(a, []).append(b)
     tried = round_(plain, False)
     confirmed = {pair: result for pair, result in tried.items() if result.is_copy}
     group = _components(confirmed)
