@@ -32,6 +32,10 @@ SETTINGS = [
     ("no mirror round", 0.35, 1.0, {"MIRROR_COSINE": 2.0}),
     ("mirror from cosine 0.7", 0.35, 1.0, {"MIRROR_COSINE": 0.7}),
     ("candidate line 0.45", 0.45, 1.0, {}),
+    # how the mirror's corners are found (dedup.MIRROR_*): the previous round's 2x / threshold 10 / 8 levels
+    ("mirror corners at 2x, threshold 10, 8 levels", 0.35, 1.0,
+     {"MIRROR_ENLARGE": 2.0, "MIRROR_FAST_THRESHOLD": 10, "MIRROR_LEVELS": 8}),
+    ("mirror corners on the half-size grey, 3 levels", 0.35, 1.0, {"MIRROR_ENLARGE": 1.0, "MIRROR_LEVELS": 3}),
 ]
 
 

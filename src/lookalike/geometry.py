@@ -543,13 +543,15 @@ def ratio_matches(query: KeypointSet, candidates: list[KeypointSet]) -> list[Mat
     return _match_each(query, candidates)
 
 
-def reverse_ratio_matches(query: KeypointSet, candidates: list[KeypointSet]) -> list[Matches]:
+def reverse_ratio_matches(query: KeypointSet, candidates: list[KeypointSet], *, split: bool = True) -> list[Matches]:
     """Ratio-tested matches from each candidate keypoint to its nearest query keypoint, for all
     candidates at once against the query's few hundred descriptors.
 
     The re-rank's matcher: the query side is one small set, so every candidate keypoint's two
     nearest query keypoints come from one distance table (``_two_nearest``). Each candidate
-    keypoint matches at most once, so the count of matches bounds the inliers.
+    keypoint matches at most once, so the count of matches bounds the inliers. ``split``: the
+    table in two halves on two cores (``parallel.side_by_side``); a caller that already runs
+    its matches in threads (dedup) passes False, so the halves do not queue for the shared pool.
     """
     empty = Matches(np.zeros(0, np.int64), np.zeros(0, np.int64))
     sizes = np.array([len(c) for c in candidates], dtype=np.int64)
@@ -557,12 +559,15 @@ def reverse_ratio_matches(query: KeypointSet, candidates: list[KeypointSet]) -> 
         return [empty for _ in candidates]
     stacked = np.concatenate([c.descriptors for c in candidates if len(c)])
     query_descriptors = np.ascontiguousarray(query.descriptors)
-    half = len(stacked) // 2
-    from lookalike.parallel import side_by_side
+    if split:
+        half = len(stacked) // 2
+        from lookalike.parallel import side_by_side
 
-    (d1, e1, i1), (d2, e2, i2) = side_by_side(lambda: _two_nearest(stacked[:half], query_descriptors),
-                                              lambda: _two_nearest(stacked[half:], query_descriptors))
-    first, second, nearest = np.concatenate([d1, d2]), np.concatenate([e1, e2]), np.concatenate([i1, i2])
+        (d1, e1, i1), (d2, e2, i2) = side_by_side(lambda: _two_nearest(stacked[:half], query_descriptors),
+                                                  lambda: _two_nearest(stacked[half:], query_descriptors))
+        first, second, nearest = np.concatenate([d1, d2]), np.concatenate([e1, e2]), np.concatenate([i1, i2])
+    else:
+        first, second, nearest = _two_nearest(stacked, query_descriptors)
     good = first < RATIO_TEST * second
     out, start = [], 0
     for n in sizes.tolist():

@@ -15,8 +15,8 @@ import pytest
 from PIL import Image, ImageOps
 
 from lookalike.catalog.catalog import Catalog
-from lookalike.catalog.dedup import COPY_NCC, COPY_WORST_BLOCK, _Prepared, _stars, find_duplicates, keep_largest, \
-    verify_against
+from lookalike.catalog.dedup import COPY_INLIERS, COPY_NCC, COPY_WORST_BLOCK, _breadth_first, _Prepared, _stars, find_duplicates, \
+    keep_largest, verify_against
 from lookalike.catalog.indexer import index_folder
 from lookalike.catalog.metadata import ImageRecord
 
@@ -97,6 +97,35 @@ def test_copy_check_lines_up_everywhere_a_look_alike_differs_in_one_region(sampl
     assert as_copy.is_copy and as_copy.worst_block >= COPY_WORST_BLOCK
     assert as_look_alike.inliers > as_copy.inliers and as_look_alike.ncc >= COPY_NCC  # fits and correlates...
     assert as_look_alike.worst_block < COPY_WORST_BLOCK and not as_look_alike.is_copy  # ...but not everywhere
+
+
+def test_mirror_round_lines_a_flip_up_and_the_unsplit_matcher_matches_as_the_split_one(sample_photos):
+    """A mirrored copy fits its original only through the mirror's corners (found on the stored
+    grey enlarged by ``MIRROR_ENLARGE``, given at the working size as the stored corners are); and
+    dedup's unsplit matcher (``split=False``) finds exactly the matches of the two-thread one."""
+    from lookalike.geometry import features_for, reverse_ratio_matches, unpack_features
+
+    china = Image.open(sample_photos["china"]).convert("RGB")
+    flipped, other = ImageOps.mirror(china), Image.open(sample_photos["chelsea"]).convert("RGB")
+    original, mirror, unrelated = (_Prepared(unpack_features(features_for(i))) for i in (china, flipped, other))
+    (plain,) = verify_against(mirror, [original])
+    (through_mirror,) = verify_against(mirror, [original], mirrored=True)
+    assert not plain.is_copy
+    assert through_mirror.is_copy and through_mirror.inliers >= 3 * COPY_INLIERS
+    (not_a_copy,) = verify_against(unrelated, [original], mirrored=True)
+    assert not not_a_copy.is_copy
+    candidates = [original.fine, mirror.fine, unrelated.fine]
+    for split, unsplit in zip(reverse_ratio_matches(mirror.fine, candidates),
+                              reverse_ratio_matches(mirror.fine, candidates, split=False)):
+        assert split.query.tolist() == unsplit.query.tolist() and split.candidate.tolist() == unsplit.candidate.tolist()
+
+
+def test_check_order_is_breadth_first_each_image_once():
+    """The copy check takes images in the candidate graph's breadth-first order (a chunk's partners
+    come soon after it): every image once, each component together, from its smallest id."""
+    pairs = [(1, 9), (9, 4), (4, 7), (2, 3), (3, 8), (5, 6)]
+    assert _breadth_first(pairs) == [1, 9, 4, 7, 2, 3, 8, 5, 6]
+    assert _breadth_first([]) == []
 
 
 def test_strict_threshold_keeps_only_exact_copies(dup_catalog):

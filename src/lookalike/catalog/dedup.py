@@ -348,20 +348,19 @@ def _blockwise(blurred_a: np.ndarray, blurred_b: np.ndarray, transform: np.ndarr
     transform = np.array(transform, dtype=np.float64)
     transform[:, 2] /= 2.0  # a similarity/affine map commutes with halving both images but for its shift
     h, w = blurred_b.shape
-    warped = cv2.warpAffine(blurred_a.astype(np.float32), transform, (w, h), flags=cv2.INTER_LINEAR,
-                            borderMode=cv2.BORDER_CONSTANT,
-                            borderValue=float("nan"))  # outside A: NaN, so the overlap is where it is not
     bh, bw = h // BLOCK_GRID, w // BLOCK_GRID
     if bh < 2 or bw < 2:
         return None
-    warped = warped[: bh * BLOCK_GRID, : bw * BLOCK_GRID]
-    y = blurred_b[: bh * BLOCK_GRID, : bw * BLOCK_GRID].astype(np.float32)
-    valid = ~np.isnan(warped)
-    if valid.sum() < 64:
+    size = (bw * BLOCK_GRID, bh * BLOCK_GRID)  # B's frame cut to whole blocks: the warp makes only that
+    warped = cv2.warpAffine(blurred_a.astype(np.float32), transform, size, flags=cv2.INTER_LINEAR,
+                            borderMode=cv2.BORDER_CONSTANT,
+                            borderValue=float("nan"))  # outside A: NaN, so the overlap is where it is not
+    valid = warped == warped
+    if np.count_nonzero(valid) < 64:
         return None
     m = valid.astype(np.float32)
-    x = np.where(valid, warped, np.float32(0.0))
-    y = y * m
+    x = cv2.patchNaNs(warped, 0.0)  # in place: outside A counts as 0 (masked out of every sum)
+    y = blurred_b[: size[1], : size[0]] * m
 
     def blocks(z: np.ndarray) -> np.ndarray:
         return z.reshape(BLOCK_GRID, bh, BLOCK_GRID, bw).sum(axis=(1, 3), dtype=np.float64)
@@ -400,35 +399,47 @@ class _Prepared:
 
             from lookalike.geometry import NCC_BLUR
 
-            self._blurred = cv2.GaussianBlur(self.stored.gray, (0, 0), NCC_BLUR)
+            grey = cv2.imdecode(np.frombuffer(self.stored.gray_jpeg, np.uint8), cv2.IMREAD_GRAYSCALE)
+            self._blurred = cv2.GaussianBlur(grey, (0, 0), NCC_BLUR)  # the sharp grey is not kept
         return self._blurred
 
     def mirrored(self) -> tuple:  # (KeypointSet, blurred grey)
-        """Fine corners of the mirrored image, found on the stored half-size grey enlarged to the
-        working size (as ``geometry.coarse_features`` does): stored corners are unmirrored."""
+        """Corners of the mirrored image (stored corners are unmirrored), found on the stored
+        half-size grey enlarged by ``MIRROR_ENLARGE`` and given in working-size pixels."""
         if self._mirror is None:
             import cv2
 
-            from lookalike.geometry import STORED_FINE, KeypointSet, _features
+            from lookalike.geometry import KeypointSet
 
             half = self.stored.gray
-            big = cv2.resize(half, (half.shape[1] * 2, half.shape[0] * 2), interpolation=cv2.INTER_LINEAR)
-            keys = KeypointSet.from_orb(*_features(np.ascontiguousarray(big[:, ::-1]), MIRROR_FEATURES),
-                                        limit=STORED_FINE)
+            big = cv2.resize(half, (round(half.shape[1] * MIRROR_ENLARGE), round(half.shape[0] * MIRROR_ENLARGE)),
+                             interpolation=cv2.INTER_LINEAR)
+            orb = cv2.ORB_create(nfeatures=MIRROR_FEATURES, fastThreshold=MIRROR_FAST_THRESHOLD,
+                                 nlevels=MIRROR_LEVELS)
+            found, descriptors = orb.detectAndCompute(np.ascontiguousarray(big[:, ::-1]), None)
+            if descriptors is None or not found:
+                keys = KeypointSet.empty()
+            else:  # ORB keeps MIRROR_FEATURES; their order does not matter to a match of all of them, so
+                # the positions come out in one C call (KeyPointSet.from_orb's sort walks Python objects)
+                xy = cv2.KeyPoint_convert(found).reshape(-1, 2) * np.float32(2.0 / MIRROR_ENLARGE)  # working size
+                keys = KeypointSet(np.ascontiguousarray(xy, dtype=np.float32), np.ascontiguousarray(descriptors))
             self._mirror = (keys, np.ascontiguousarray(self.blurred[:, ::-1]))
         return self._mirror
 
 
 def align(query_xy: np.ndarray, query_grey: Callable[[], np.ndarray], candidate_xy: np.ndarray,
           candidate_grey: Callable[[], np.ndarray], matches, *, full: bool = False) -> Alignment:  # noqa: ANN001
-    """Fit query -> candidate on ratio-tested ``matches`` (``geometry.Matches``; a similarity, or a
+    """Fit query -> candidate on reverse ratio-tested ``matches`` (``geometry.reverse_ratio_matches``: each
+    candidate corner at most once; a similarity, or a
     full affine with ``full``) and measure how well the blurred greys (asked for only when a fit has
     enough corners) line up, in the better of the two directions."""
     import cv2
 
     from lookalike.geometry import RANSAC_PX
 
-    if len(matches.query) < max(4, COPY_INLIERS) or matches.bound < COPY_INLIERS:
+    # reverse matches (``geometry.reverse_ratio_matches``) use each candidate corner at most once, so
+    # their count bounds the inliers and the inliers are the RANSAC mask's count (no np.unique)
+    if len(matches.query) < max(4, COPY_INLIERS):
         return NO_FIT
     src = query_xy[matches.query].reshape(-1, 1, 2)
     dst = candidate_xy[matches.candidate].reshape(-1, 1, 2)
@@ -437,7 +448,7 @@ def align(query_xy: np.ndarray, query_grey: Callable[[], np.ndarray], candidate_
                                confidence=0.99)
     if transform is None or mask is None:
         return NO_FIT
-    inliers = len(np.unique(matches.candidate[mask.ravel().astype(bool)]))
+    inliers = int(np.count_nonzero(mask))
     if inliers < COPY_INLIERS:
         return Alignment(inliers, -1.0, -1.0)
     best = Alignment(inliers, -1.0, -1.0)
@@ -460,6 +471,13 @@ def align(query_xy: np.ndarray, query_grey: Callable[[], np.ndarray], candidate_
 # corners is the check's dearest step.
 MIRROR_COSINE = 0.6
 MIRROR_FEATURES = 300  # ORB corners kept on the mirror: as many as are stored (1000 found no more flips)
+# How the mirror's corners are found (benchmarks/results/dedup.md, "mirror corners"): on the half-size grey
+# enlarged 1.5x (not 2x, the working size), ORB's corner threshold 20 (as stored) and 4 pyramid levels (not 8):
+# ~1.2 ms an image instead of ~4.3 ms, the same flip recall on both DEV sets; the half-size grey itself (1x)
+# lost 1-2 points of flip recall.
+MIRROR_ENLARGE = 1.5
+MIRROR_FAST_THRESHOLD = 20
+MIRROR_LEVELS = 4
 
 
 def _squashed(a: np.ndarray, b: np.ndarray) -> bool:
@@ -484,7 +502,8 @@ def verify_against(query: _Prepared, candidates: list[_Prepared], *, mirrored: b
     else:
         keys, grey = query.fine, lambda: query.blurred  # noqa: E731
     out = []
-    for candidate, matches in zip(candidates, reverse_ratio_matches(keys, [c.fine for c in candidates])):
+    for candidate, matches in zip(candidates, reverse_ratio_matches(keys, [c.fine for c in candidates],
+                                                                      split=False)):
         other = lambda c=candidate: c.blurred  # noqa: E731
         best = align(keys.xy, grey, candidate.fine.xy, other, matches)
         if not best.is_copy and best.inliers >= COPY_INLIERS // 2 and _squashed(grey(), other()):
@@ -506,13 +525,25 @@ def _checked(catalog: Catalog, cosines: dict[tuple[int, int], float], records: d
     only pairs at or above ``MIRROR_COSINE`` that the plain round left in different groups of
     copies (a mirror of an image the plain round already tied to the other is no news), with the
     mirror made of the image in most such pairs (finding a mirror's corners is the dearest step).
-    Images are taken ``CHECK_CHUNK`` at a time with their partners' features (memory stays flat
-    as the catalog grows); each chunk runs in threads (OpenCV and FAISS release the GIL)."""
+    Every such pair is tried, not one per two groups: stars need the centre's own pairs.
+    Images are taken ``CHECK_CHUNK`` at a time, in the candidate graph's breadth-first order, with
+    their partners' features; later chunks and the mirror round reuse the ``CHECK_KEEP`` most
+    recent (memory stays flat as the catalog grows, and an image's grey is decoded about once).
+    Each chunk runs in threads (OpenCV and FAISS release the GIL)."""
     from lookalike.catalog.search import stored_features
 
     _fill_features(catalog, [records[i] for i in sorted({i for pair in cosines for i in pair})], progress)
+    order = _breadth_first(cosines)
+    kept: dict[int, _Prepared] = {}  # recent chunks' prepared images (greys decoded, mirrors made)
+    plain: dict[int, list[int]] = {}  # each pair once, under its smaller id
+    for a, b in cosines:
+        plain.setdefault(a, []).append(b)
+    done = 0
+    total = len(plain) + len(plain) // 2  # queries; the mirror round's share is known after the plain round
 
-    def round_(by_query: dict[int, list[int]], mirrored: bool, done_before: int, total: int) -> dict:
+    def round_(by_query: dict[int, list[int]], mirrored: bool) -> dict:
+        nonlocal kept, done, total
+
         def decide(item: tuple[int, list[int]], prepared: dict) -> list[tuple[tuple[int, int], Alignment]]:
             a, partners = item
             partners = [b for b in partners if b in prepared]
@@ -520,26 +551,27 @@ def _checked(catalog: Catalog, cosines: dict[tuple[int, int], float], records: d
             return [((min(a, b), max(a, b)), result) for b, result in zip(partners, found)]
 
         results: dict[tuple[int, int], Alignment] = {}
-        queries = sorted(by_query)
-        done = done_before
-        with ThreadPoolExecutor(max(1, min(4, os.cpu_count() or 1))) as pool:
+        queries = [i for i in order if i in by_query]
+        with ThreadPoolExecutor(CHECK_THREADS) as pool:
             for start in range(0, len(queries), CHECK_CHUNK):
                 chunk = queries[start : start + CHECK_CHUNK]
                 ids = sorted(set(chunk) | {b for a in chunk for b in by_query[a]})
-                stored = stored_features(catalog, [records[i] for i in ids])
-                prepared = {i: _Prepared(f) for i, f in zip(ids, stored) if f is not None}
+                prepared = {i: kept[i] for i in ids if i in kept}
+                fresh = [i for i in ids if i not in prepared]
+                stored = stored_features(catalog, [records[i] for i in fresh]) if fresh else []
+                prepared.update((i, _Prepared(f)) for i, f in zip(fresh, stored) if f is not None)
+                # keep this chunk's images and, up to CHECK_KEEP, the most recent others
+                kept = {i: p for i, p in kept.items() if i not in prepared}
+                kept = dict(list(kept.items())[max(0, len(kept) + len(prepared) - CHECK_KEEP):]) | prepared
                 items = [(a, by_query[a]) for a in chunk if a in prepared]
                 for found in pool.map(lambda item: decide(item, prepared), items):
                     results.update(found)
                 done += len(chunk)
                 if progress is not None:
-                    progress("check", done, total)
+                    progress("check", min(done, total), max(done, total))
         return results
 
-    plain: dict[int, list[int]] = {}
-    for a, b in cosines:
-        plain.setdefault(a, []).append(b)
-    tried = round_(plain, False, 0, len(plain) + len(plain) // 2)
+    tried = round_(plain, False)
     confirmed = {pair: result for pair, result in tried.items() if result.is_copy}
     group = _components(confirmed)
     left = [(a, b) for a, b in tried if cosines[(a, b)] >= MIRROR_COSINE and (a, b) not in confirmed
@@ -552,9 +584,38 @@ def _checked(catalog: Catalog, cosines: dict[tuple[int, int], float], records: d
     for a, b in left:
         query, other = (a, b) if (count[a], -a) >= (count[b], -b) else (b, a)
         mirror.setdefault(query, []).append(other)
-    mirrored = round_(mirror, True, len(plain), len(plain) + len(mirror))
+    total = len(plain) + len(mirror)
+    mirrored = round_(mirror, True)
     confirmed.update((pair, result) for pair, result in mirrored.items() if result.is_copy)
     return _own_copies_first(confirmed)
+
+
+CHECK_THREADS = max(1, min(4, os.cpu_count() or 1))
+CHECK_KEEP = 2048  # prepared images kept between chunks and rounds (~50 KB each): each grey decoded ~once
+
+
+def _breadth_first(pairs) -> list[int]:  # noqa: ANN001 - iterable of (a, b)
+    """The images of ``pairs`` in breadth-first order of their graph (each component from its
+    smallest id): an image's partners come soon after it, so a chunk of queries needs few images
+    outside itself."""
+    neighbours: dict[int, list[int]] = {}
+    for a, b in pairs:
+        neighbours.setdefault(a, []).append(b)
+        neighbours.setdefault(b, []).append(a)
+    seen: set[int] = set()
+    order: list[int] = []
+    for root in sorted(neighbours):
+        if root in seen:
+            continue
+        seen.add(root)
+        queue = [root]
+        for node in queue:  # the list grows as we walk it: a FIFO queue without pops
+            order.append(node)
+            for other in sorted(neighbours[node]):
+                if other not in seen:
+                    seen.add(other)
+                    queue.append(other)
+    return order
 
 
 def _own_copies_first(confirmed: dict[tuple[int, int], Alignment]) -> set[tuple[int, int]]:
