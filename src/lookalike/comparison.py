@@ -17,7 +17,9 @@ import os
 import threading
 import time
 from collections import OrderedDict
+from contextlib import contextmanager
 from dataclasses import dataclass, field
+from typing import Iterator
 
 import numpy as np
 from PIL import Image
@@ -25,6 +27,7 @@ from PIL import Image
 from lookalike.config import Settings, get_settings
 from lookalike.embed import Embedder, EmbedderPool
 from lookalike.errors import BadImageError, ImageTooLargeError
+from lookalike.geometry import check_images, lines_up, refine_tier
 from lookalike.imaging import (
     ImageSource,
     content_hash,
@@ -139,6 +142,7 @@ class _Prepared:
     image: Image.Image | None  # decoded image, unless the embedding was cached
     vector: np.ndarray | None
     array: np.ndarray | None = None  # the model's (1, 3, H, W) input, when the embedding is still to do
+    data: bytes | None = None  # the source's bytes, when it had bytes (the copy detector reads them too)
 
 
 def _source_label(source: ImageSource, fallback: str) -> str:
@@ -146,14 +150,21 @@ def _source_label(source: ImageSource, fallback: str) -> str:
     return str(source) if isinstance(source, (str, os.PathLike)) else fallback
 
 
-def _prepare(embedder: Embedder, source: ImageSource, cache: EmbeddingCache | None, label: str) -> _Prepared:
-    """``_prepare_image`` whose errors name the image (``image_1: not an image ...``)."""
+@contextmanager
+def _naming(label: str) -> Iterator[None]:
+    """Image errors raised inside name the image (``image_1: not an image ...``)."""
     try:
-        return _prepare_image(embedder, source, cache)
+        yield
     except (BadImageError, ImageTooLargeError) as exc:
         if label in exc.message:  # "cannot read a.jpg: ..." already names it
             raise
         raise type(exc)(f"{label}: {exc.message}", status=exc.status, code=exc.code) from exc
+
+
+def _prepare(embedder: Embedder, source: ImageSource, cache: EmbeddingCache | None, label: str) -> _Prepared:
+    """``_prepare_image`` whose errors name the image."""
+    with _naming(label):
+        return _prepare_image(embedder, source, cache)
 
 
 def _prepare_image(embedder: Embedder, source: ImageSource, cache: EmbeddingCache | None) -> _Prepared:
@@ -166,9 +177,9 @@ def _prepare_image(embedder: Embedder, source: ImageSource, cache: EmbeddingCach
     if cache is not None:
         vector = cache.get((embedder.model_name, embedder.input_size, embedder.preprocessing.mode, digest))
         if vector is not None:
-            return _Prepared(digest, None, vector)
+            return _Prepared(digest, None, vector, data=data)
     image = decode(data, embedder.limits, draft_side=embedder.preprocessing.decode_side)
-    return _Prepared(digest, image, None, embedder.preprocessing.to_array([image]))
+    return _Prepared(digest, image, None, embedder.preprocessing.to_array([image]), data)
 
 
 def _prepare_copy(copy: Embedder, source: ImageSource, prepared: _Prepared, cache: EmbeddingCache | None,
@@ -181,18 +192,14 @@ def _prepare_copy(copy: Embedder, source: ImageSource, prepared: _Prepared, cach
         vector = cache.get(key)
         if vector is not None:
             return _Prepared(prepared.digest, None, vector)
-    try:
-        data = read_source_bytes(source, copy.limits)
+    with _naming(label):
+        data = prepared.data if prepared.data is not None else read_source_bytes(source, copy.limits)
         if data is not None and prepared.image is not None and same_decode(data, decode_side,
                                                                             copy.preprocessing.decode_side):
             image = prepared.image  # the similarity model's decode is pixel for pixel the one this would make
         else:
             image = load_image(source, copy.limits) if data is None else decode(
                 data, copy.limits, draft_side=copy.preprocessing.decode_side)
-    except (BadImageError, ImageTooLargeError) as exc:
-        if label in exc.message:
-            raise
-        raise type(exc)(f"{label}: {exc.message}", status=exc.status, code=exc.code) from exc
     return _Prepared(prepared.digest, image, None, copy.preprocessing.to_array([image]))
 
 
@@ -240,12 +247,10 @@ def compare_with(
     if copy is not None:
         copy_score = float(normalized_score(cosine(copy_first.vector, copy_second.vector)))  # type: ignore[union-attr]
         tier, _ = copy_tier(score, copy_score, thresholds, copy.lines, exact=exact,
-                            check=(lambda: _band_check(image_a, image_b, embedder.limits)) if geometry else None)
+                            check=(lambda: copy_check(check_images(image_a, image_b, embedder.limits))) if geometry else None)
     else:
         tier = thresholds.tier(score, exact=exact)
         if geometry:
-            from lookalike.geometry import refine_tier
-
             tier = refine_tier(image_a, image_b, score, thresholds, tier, embedder.limits)
     t3 = time.perf_counter()
     return Comparison(
@@ -287,19 +292,7 @@ MANY_FIT = 0.25
 def copy_check(result) -> bool:  # noqa: ANN001 - geometry.GeometryResult
     """The copy band's verdict on the geometric check: the fit lines the pixels up as only a copy does
     (``geometry.lines_up``), or a quarter of the corners fit it."""
-    from lookalike.geometry import lines_up
-
     return lines_up(result) or (result.ncc is not None and result.ratio >= MANY_FIT)
-
-
-def _band_check(a, b, limits) -> bool:  # noqa: ANN001 - PIL images or what imaging.load_image reads
-    """The copy band's check (``copy_check``) on two images."""
-    from lookalike.geometry import MAX_SIDE, geometric_check
-    from lookalike.imaging import DEFAULT_LIMITS
-
-    images = [x if isinstance(x, Image.Image) else load_image(x, limits or DEFAULT_LIMITS, draft_side=MAX_SIDE)
-              for x in (a, b)]
-    return copy_check(geometric_check(*images))
 
 
 _DEFAULT_POOL: EmbedderPool | None = None

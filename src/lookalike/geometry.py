@@ -306,11 +306,17 @@ def refine_tier(a, b, score: float, thresholds, tier: Tier, limits=None) -> Tier
     """
     if not needs_check(score, thresholds, tier):
         return tier
+    return decide_tier(score, thresholds, check_images(a, b, limits))
+
+
+def check_images(a, b, limits=None) -> GeometryResult:  # noqa: ANN001 - see below
+    """``geometric_check`` of two PIL images or anything ``imaging.load_image`` reads (decoded at
+    ``MAX_SIDE``): the evidence compare's tier rules judge (``refine_tier``, ``comparison.copy_check``)."""
     from lookalike.imaging import DEFAULT_LIMITS, load_image
 
     images = [x if isinstance(x, Image.Image) else load_image(x, limits or DEFAULT_LIMITS, draft_side=MAX_SIDE)
               for x in (a, b)]
-    return decide_tier(score, thresholds, geometric_check(*images))
+    return geometric_check(*images)
 
 
 # Re-ranking search results (benchmarks/research/results/accuracy_local.md, part A): inliers of the fitted
@@ -511,12 +517,6 @@ class QueryFeatures:
     def gray_mirror(self) -> np.ndarray:
         return self._get("gray_mirror", lambda: np.ascontiguousarray(self.gray[:, ::-1]))
 
-    def prepare_all(self) -> None:
-        """Make the mirrored and coarse corners now (before timing, or on an idle core)."""
-        self.fine_mirror  # noqa: B018 - made and kept on first access
-        self.coarse(False)
-        self.coarse(True)
-
     def coarse(self, mirrored: bool) -> KeypointSet:
         return self._get(f"coarse_{mirrored}", lambda: _coarse_set(self.gray, TIER_KEYPOINTS, mirrored=mirrored))
 
@@ -710,8 +710,6 @@ def _tried(query_keys: KeypointSet, candidate_keys: KeypointSet, query_gray, can
     if isinstance(candidate_gray, _LazyGray):
         candidate_gray = candidate_gray.get()
     return GeometryResult(inliers, n, inliers / n, flipped, _ncc(query_gray, candidate_gray, transform))
-
-
 
 
 def check_copy(query: QueryFeatures, candidate: StoredFeatures, first: Fit | None = None, *,
