@@ -260,9 +260,8 @@ def calibrate_copy_lines(embedder, pairs_csv: str | Path, *, match: float, group
     from itertools import combinations
 
     from lookalike.comparison import copy_check
-    from lookalike.geometry import MAX_SIDE, local_features, match_features
-    from lookalike.imaging import DEFAULT_LIMITS, load_image
-    from lookalike.quality.evaluation import cosine_pair_scores, embed_paths, load_groups, load_pairs
+    from lookalike.geometry import match_features
+    from lookalike.quality.evaluation import cosine_pair_scores, embed_paths, features_by_path, load_groups, load_pairs
 
     pairs = load_pairs(pairs_csv)
     path_a, path_b = list(pairs.path_a), list(pairs.path_b)
@@ -284,13 +283,7 @@ def calibrate_copy_lines(embedder, pairs_csv: str | Path, *, match: float, group
         sources.append(f"{groups_csv} ({len(shots)} other-shot pairs)")
     vectors = embed_paths(embedder, [*path_a, *path_b])
     scores = cosine_pair_scores(vectors, path_a, path_b)
-    features: dict[str, object] = {}
-
-    def features_of(path: Path):  # noqa: ANN202 - geometry.LocalFeatures
-        if str(path) not in features:
-            features[str(path)] = local_features(load_image(path, limits or DEFAULT_LIMITS, draft_side=MAX_SIDE))
-        return features[str(path)]
-
+    features_of = features_by_path(limits)
     says = [bool(score >= COPY_LINE_GRID[0] and copy_check(match_features(features_of(a), features_of(b))))
             for a, b, score in zip(path_a, path_b, scores)]
     candidate, sure, f1, checked = pick_copy_lines(scores, labels, says, weights)

@@ -216,6 +216,25 @@ def pair_metrics(scores: Sequence[float], labels: Sequence[int], threshold: floa
     return result
 
 
+def features_by_path(limits=None, decode_side: int | None = None):  # noqa: ANN001, ANN201 - (Path) -> LocalFeatures
+    """Each image's local features for the geometric check, made once per path: decoded at
+    ``decode_side`` (the embedder's reduced decode, which compare checks) or, without it, at the
+    check's own ``geometry.MAX_SIDE``."""
+    from lookalike.geometry import MAX_SIDE, local_features
+    from lookalike.imaging import DEFAULT_LIMITS, load_image
+
+    features: dict[str, object] = {}
+
+    def features_of(path: Path):  # noqa: ANN202 - geometry.LocalFeatures
+        key = str(path)
+        if key not in features:
+            image = load_image(path, limits or DEFAULT_LIMITS, draft_side=decode_side or MAX_SIDE)
+            features[key] = local_features(image)
+        return features[key]
+
+    return features_of
+
+
 def service_decisions(path_a: Sequence[Path], path_b: Sequence[Path], scores: Sequence[float], thresholds,
                       limits=None, decode_side: int | None = None, *,  # noqa: ANN001
                       copy_scores: Sequence[float] | None = None, copy_lines=None,  # noqa: ANN001
@@ -230,19 +249,10 @@ def service_decisions(path_a: Sequence[Path], path_b: Sequence[Path], scores: Se
     ``decode_side``: the embedder's reduced decode (``preprocessing.decode_side``), the image compare
     checks, so eval judges exactly what compare answers (None: decode at the check's own size)."""
     from lookalike.comparison import copy_check
-    from lookalike.geometry import MAX_SIDE, decide_tier, local_features, match_features, needs_check
-    from lookalike.imaging import DEFAULT_LIMITS, load_image
+    from lookalike.geometry import decide_tier, match_features, needs_check
     from lookalike.similarity import COPY_TIERS, copy_tier
 
-    features: dict[str, object] = {}
-
-    def features_of(path: Path):  # noqa: ANN202 - geometry.LocalFeatures
-        key = str(path)
-        if key not in features:
-            image = load_image(path, limits or DEFAULT_LIMITS, draft_side=decode_side or MAX_SIDE)
-            features[key] = local_features(image)
-        return features[key]
-
+    features_of = features_by_path(limits, decode_side)
     out = []
     for i, (a, b, score) in enumerate(zip(path_a, path_b, scores)):
         if copy_scores is not None:
