@@ -530,9 +530,10 @@ def _checked(catalog: Catalog, cosines: dict[tuple[int, int], float], records: d
     their partners' features; later chunks and the mirror round reuse the ``CHECK_KEEP`` most
     recent (memory stays flat as the catalog grows, and an image's grey is decoded about once).
     Each chunk runs in threads (OpenCV and FAISS release the GIL)."""
-    from lookalike.catalog.search import stored_features
+    from lookalike.catalog.search import ensure_features, stored_features
 
-    _fill_features(catalog, [records[i] for i in sorted({i for pair in cosines for i in pair})], progress)
+    ensure_features(catalog, [records[i] for i in sorted({i for pair in cosines for i in pair})],
+                    progress=None if progress is None else lambda done, total: progress("features", done, total))
     order = _breadth_first(cosines)
     kept: dict[int, _Prepared] = {}  # recent chunks' prepared images (greys decoded, mirrors made)
     plain: dict[int, list[int]] = {}  # each pair once, under its smaller id
@@ -632,26 +633,6 @@ def _own_copies_first(confirmed: dict[tuple[int, int], Alignment]) -> set[tuple[
             best[end] = max(best.get(end, -1.0), result.worst_block)
     return {pair for pair, result in confirmed.items()
             if result.worst_block >= min(best[pair[0]], best[pair[1]]) - OWN_COPY_MARGIN}
-
-
-def _fill_features(catalog: Catalog, records: list[ImageRecord], progress: ProgressFn | None) -> None:
-    """Compute and store the local features the catalog lacks for ``records`` (a catalog indexed
-    before they were stored), from the originals, in threads; the next dedup or search finds them."""
-    from lookalike.catalog.search import stored_features
-
-    missing = []
-    for start in range(0, len(records), 4096):
-        batch = records[start : start + 4096]
-        have = set(catalog.features.get_many([(r.id, r.content_hash) for r in batch]))
-        missing += [r for r in batch if r.id not in have]
-    if not missing:
-        return
-    embedder = catalog.embedder()
-    chunks = [missing[i : i + 32] for i in range(0, len(missing), 32)]
-    with ThreadPoolExecutor(max(1, min(4, os.cpu_count() or 1))) as pool:
-        for done, _ in enumerate(pool.map(lambda chunk: stored_features(catalog, chunk, embedder), chunks), 1):
-            if progress is not None:
-                progress("features", min(done * 32, len(missing)), len(missing))
 
 
 def _components(pairs) -> dict[int, int]:  # noqa: ANN001 - iterable of (a, b)

@@ -17,6 +17,7 @@ second look) are made from its stored grey the first time a check needs them, an
 from __future__ import annotations
 
 import dataclasses
+import os
 import sqlite3
 import threading
 import time
@@ -24,7 +25,7 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterable, Iterator, Literal, Sequence
+from typing import TYPE_CHECKING, Callable, Iterable, Iterator, Literal, Sequence
 
 import numpy as np
 
@@ -96,6 +97,17 @@ class FeatureStore:
         return {int(i): bytes(data) for i, digest, data in rows
                 if wanted.get(int(i)) == digest and bytes(data[:4]) == FEATURES_MAGIC}  # else: recomputed
 
+    def have(self, keys: Sequence[tuple[int, str]]) -> set[int]:
+        """The ids of the (id, content hash) pairs stored in this format, without reading their data."""
+        if not keys:
+            return set()
+        wanted = dict(keys)
+        marks = ",".join("?" * len(wanted))
+        with self._lock:
+            rows = self._conn.execute(f"SELECT id, content_hash FROM features WHERE id IN ({marks}) "
+                                      "AND substr(data, 1, 4) = ?", [*wanted, FEATURES_MAGIC]).fetchall()
+        return {int(i) for i, digest in rows if wanted.get(int(i)) == digest}
+
     def put_many(self, rows: Iterable[tuple[int, str, bytes]]) -> None:
         rows = [(int(i), digest, sqlite3.Binary(data)) for i, digest, data in rows]
         if not rows:
@@ -151,14 +163,27 @@ def stored_features(catalog: Catalog, records: Sequence[ImageRecord], embedder=N
     return [unpack_features(blobs[r.id]) if r.id in blobs else None for r in records]
 
 
-def ensure_features(catalog: Catalog, embedder=None, batch: int = 64) -> int:  # noqa: ANN001
-    """Store features for every catalog image that has none (what ingestion does per image via
-    ``geometry.features_for``); returns how many were computed."""
-    have = set(catalog.features.ids().tolist())
-    todo = [r for r in catalog.meta.records() if r.id not in have]
-    for start in range(0, len(todo), batch):
-        stored_features(catalog, todo[start : start + batch], embedder)
-    return len(todo)
+def ensure_features(catalog: Catalog, records: Sequence[ImageRecord] | None = None, *, embedder=None,  # noqa: ANN001
+                    progress: Callable[[int, int], None] | None = None) -> int:
+    """Store features for the catalog images (all, or ``records``) that have none in this format
+    (what ingestion does per image via ``geometry.features_for``; a catalog indexed without them),
+    from the originals, in threads (OpenCV and Pillow release the GIL). ``progress(done, total)``
+    as they are made; returns how many were computed."""
+    records = list(catalog.meta.records()) if records is None else list(records)
+    missing: list[ImageRecord] = []
+    for start in range(0, len(records), 4096):
+        batch = records[start : start + 4096]
+        have = catalog.features.have([(r.id, r.content_hash) for r in batch])
+        missing += [r for r in batch if r.id not in have]
+    if not missing:
+        return 0
+    embedder = embedder or catalog.embedder()
+    chunks = [missing[i : i + 32] for i in range(0, len(missing), 32)]
+    with ThreadPoolExecutor(max(1, min(4, os.cpu_count() or 1))) as pool:
+        for done, _ in enumerate(pool.map(lambda chunk: stored_features(catalog, chunk, embedder), chunks), 1):
+            if progress is not None:
+                progress(min(done * 32, len(missing)), len(missing))
+    return len(missing)
 
 
 @dataclass(frozen=True)
