@@ -44,7 +44,7 @@ from lookalike.geometry import (
     unpack_features,
 )
 from lookalike.imaging import ImageSource, content_hash, read_source_bytes
-from lookalike.parallel import side_by_side
+from lookalike.parallel import each_on_two_threads, side_by_side
 from lookalike.similarity import Tier
 
 if TYPE_CHECKING:  # the catalog imports this module's FeatureStore
@@ -229,28 +229,6 @@ class SearchAnswer:
         return {"order": self.order, "reranked": self.reranked, "results": [r.to_dict() for r in self.results]}
 
 
-def _each_on_two_threads(items: Sequence[int], work) -> dict[int, object]:  # noqa: ANN001
-    """``{item: work(item)}``, two threads taking the next item as they finish one (OpenCV
-    releases the GIL; a hit needing the second look costs several times one that does not)."""
-    pending = iter(items)
-    lock = threading.Lock()
-    out: dict[int, object] = {}
-
-    def worker() -> None:
-        while True:
-            with lock:
-                item = next(pending, None)
-            if item is None:
-                return
-            out[item] = work(item)
-
-    if len(items) > 1:
-        side_by_side(worker, worker)
-    else:
-        worker()
-    return out
-
-
 _WRITER = ThreadPoolExecutor(max_workers=1, thread_name_prefix="lookalike-features")
 
 
@@ -358,7 +336,7 @@ def search_decoded(catalog: Catalog, vector: np.ndarray, image, k: int, *, query
     # tiers of the returned hits the score leaves open (copy, or another shot?), on both cores
     open_hits = [i for i in range(checked)
                  if features[i] is not None and needs_check(results[i].score, thresholds, Tier(results[i].verdict))]
-    tiers = _each_on_two_threads(open_hits, lambda i: verified_tier(query, features[i], results[i].score, thresholds,
+    tiers = each_on_two_threads(open_hits, lambda i: verified_tier(query, features[i], results[i].score, thresholds,
                                                                      firsts[i]))
     for i, verdict in tiers.items():
         results[i] = dataclasses.replace(results[i], verdict=verdict.value)
