@@ -57,7 +57,7 @@ class CatalogHandles:
             self._open.clear()
 
 
-def get_handles(state: StateDep) -> CatalogHandles:
+async def get_handles(state: StateDep) -> CatalogHandles:
     handles = state.extras.get("catalogs")
     if handles is None:
         handles = state.extras.setdefault("catalogs", CatalogHandles(state.settings))
@@ -230,6 +230,11 @@ def delete_image(name: str, image_id: ImageId, handles: HandlesDep) -> dict:
     return {"id": image_id, "deleted": True}
 
 
+def _opened(catalog: Catalog, work):  # noqa: ANN001, ANN202
+    """``(catalog, work(catalog))``: opening the catalog and searching it in one trip to the inference lane."""
+    return catalog, work(catalog)
+
+
 @router.post("/{name}/search", response_model=SearchResponse, dependencies=[ReadAccess])
 async def search(
     name: str,
@@ -254,13 +259,13 @@ async def search(
         raise LookalikeError("send exactly one of: an `image` file, or the `id` of a catalog image",
                              status=422, code="bad_query")
     count = k or k_form or 10
-    catalog = await gate.run(lambda: handles.get(name))
     if id is not None:
-        answer = await gate.run(lambda: search_id(catalog, id, count, pool=pool))
+        catalog, answer = await gate.run(lambda: _opened(handles.get(name), lambda c: search_id(c, id, count, pool=pool)))
         query = {"id": id, "filename": catalog.get(id).filename}
     else:
         data = await read_upload(image, settings, "image")
-        answer = await gate.run(lambda: search_image(catalog, data, count, pool=pool))
+        catalog, answer = await gate.run(lambda: _opened(handles.get(name),
+                                                         lambda c: search_image(c, data, count, pool=pool)))
         query = {"id": None, "filename": image.filename}
     return {"query": query, "model": catalog.model, "input_size": catalog.input_size} | answer.to_dict()
 
