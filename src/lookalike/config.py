@@ -277,6 +277,11 @@ class Settings(BaseSettings):
         "while indexing, so no search ever decodes a hit (indexing cost: benchmarks/results/catalog_throughput.md). "
         "Off: a hit's features are computed on the first search that needs them and stored then"
     )
+    search_feature_cache: int = Field(
+        1024, ge=0, description="catalog images whose local features searches keep unpacked in memory, most "
+        "recently used first (~20-80 KB each with the grey image a tier check decoded); 0 = read them from "
+        "features.sqlite every search"
+    )
     catalog_commit_every: int = Field(256, ge=1, description="images per committed indexing batch")
     index_workers: int | None = Field(None, ge=1, description="decode threads when indexing; None = cores")
 

@@ -154,6 +154,33 @@ def test_feature_store_recomputes_rows_of_an_older_format(tmp_path, sample_photo
         store.close()
 
 
+def test_feature_store_keeps_recent_features_unpacked_and_forgets_deleted_ones(tmp_path, sample_photos):
+    """Searches read a hit's features from memory after the first time (the same object, with
+    what a tier check decoded), at most ``recent`` of them; a deleted or re-hashed image is never
+    served from memory."""
+    blobs = {name: features_for(load_image(path)) for name, path in sample_photos.items()}
+    keys = [(i, f"hash-{name}") for i, name in enumerate(blobs, 1)]
+    store = FeatureStore(tmp_path / FEATURES_FILE, recent=3)
+    try:
+        store.put_many([(i, digest, blobs[digest[5:]]) for i, digest in keys])
+        first = store.unpacked(keys[:3])
+        assert sorted(first) == [1, 2, 3]
+        first[1].gray  # noqa: B018 - decoded once, then kept with the features
+        again = store.unpacked(keys[:3])
+        assert all(again[i] is first[i] for i in (1, 2, 3))
+        assert again[1]._gray is not None
+        store.unpacked(keys[:1])  # 1 used last
+        store.unpacked(keys[3:5])  # two more: the two least recently used (2, 3) leave memory
+        after = store.unpacked(keys[:3])
+        assert after[1] is first[1] and after[2] is not first[2]
+        assert np.array_equal(after[2].fine.descriptors, first[2].fine.descriptors)  # read again, same data
+        store.delete([1])
+        assert 1 not in store.unpacked(keys[:1])
+        assert store.unpacked([(2, "another-hash")]) == {}  # re-indexed content: not the old features
+    finally:
+        store.close()
+
+
 def test_pruned_rerank_gives_the_full_orders_head(sample_photos):
     images = [load_image(p) for p in sample_photos.values()]
     query = QueryFeatures(load_image(_edited(sample_photos["chelsea"], 0.8, 300)))

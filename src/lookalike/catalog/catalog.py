@@ -355,7 +355,7 @@ class Catalog:
 
             with self._lock:
                 if self._feature_store is None:
-                    self._feature_store = FeatureStore(self.root / FEATURES_FILE)
+                    self._feature_store = FeatureStore(self.root / FEATURES_FILE, self.settings.search_feature_cache)
         return self._feature_store
 
     def describe(self) -> dict:
