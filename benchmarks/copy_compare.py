@@ -18,6 +18,13 @@ Methods (``METHODS``):
 - ``sscd_turned4``: the best of 0/90/180/270 and the vertical flip (5 descriptors);
 - ``+union``: the check also runs where today's Lite0 rule asks for it;
 - ``+bandsim``: a pair in the copy band that the check does not verify is ``similar`` (not only by Lite0).
+- ``+cover``: the band's check also needs one frame to lie wholly enough inside the other under the fit
+  (``geometry.frame_cover`` >= a line picked like the others; shipped as ``comparison.MIN_COVER``);
+- ``+object``: a pair under the band whose Lite0 score is at most ``SAME_OBJECT_BAND`` under the similar
+  line is ``similar`` when the check's fit holds that many corners (``comparison.same_object``; the count is
+  the middle of those that make the most other shots similar while calling no more negatives similar).
+Also measured: an SSCD *similar floor* (a pair at or above it is at least ``similar``), as a table of
+floors against the share of negatives it calls similar.
 Check rules in the band: ``aligned`` (the pixels line up, ``geometry.lines_up``), ``compare`` (that,
 or strong keypoint evidence with NCC >= MIN_NCC, as ``geometry.decide_tier`` accepts), ``strict``
 (dedup's: >= 8 corners fit and NCC >= 0.9) or ``strict_low`` (strict below the copy model's best-F1
@@ -42,7 +49,7 @@ import random
 import sys
 import time
 import zlib
-from dataclasses import astuple, dataclass
+from dataclasses import astuple, dataclass, fields
 from pathlib import Path
 
 import numpy as np
@@ -184,12 +191,13 @@ GEO_FILE = "copy/geometry.json"
 
 def geometry(pairs: list[tuple[str, str]], decode_side: int | None, limits) -> tuple[dict[str, list], float]:
     """``match_features`` (as compare and eval run it) per pair, cached; and ms per check measured."""
-    from lookalike.geometry import MAX_SIDE, local_features, match_features
+    from lookalike.geometry import MAX_SIDE, GeometryResult, local_features, match_features
     from lookalike.imaging import load_image
 
     path = CACHE / GEO_FILE
     cache = json.loads(path.read_text()) if path.is_file() else {}
-    todo = [(a, b) for a, b in dict.fromkeys(pairs) if f"{a}|{b}" not in cache]
+    n_fields = len(fields(GeometryResult))  # entries cached before a field was added are measured again
+    todo = [(a, b) for a, b in dict.fromkeys(pairs) if len(cache.get(f"{a}|{b}", ())) != n_fields]
     ms = cache.get("__ms__", [0.0, 0])
     t0 = time.perf_counter()
     for i, (a, b) in enumerate(todo):
@@ -212,6 +220,8 @@ def geometry(pairs: list[tuple[str, str]], decode_side: int | None, limits) -> t
 class Lines:
     candidate: float  # copy score (cos+1)/2 below which never a copy
     sure: float  # at or above: a copy without the check
+    cover: float | None = None  # "+cover": the band's check needs geometry.frame_cover >= this (None: off)
+    corners: int | None = None  # "+object": below the band, this many fitted corners make a near pair similar
 
 
 def check_says_copy(g, rule: str) -> bool:
@@ -223,10 +233,10 @@ def check_says_copy(g, rule: str) -> bool:
         return False
     if rule == "aligned":
         return lines_up(g)
-    if rule == "aligned_many":  # what compare ships (comparison.copy_check)
-        from lookalike.comparison import copy_check
+    if rule == "aligned_many":  # aligned, or a quarter of the corners fit (comparison.copy_check without MIN_COVER)
+        from lookalike.comparison import MANY_FIT
 
-        return copy_check(g)
+        return lines_up(g) or (g.ncc is not None and g.ratio >= MANY_FIT)
     if rule == "strict":  # dedup's rule (geometry.DEDUP_COPY): >= 8 corners fit, NCC >= 0.9
         return g.ncc is not None and g.inliers >= 8 and g.ncc >= 0.9
     return lines_up(g) or (g.is_copy(*STRONG) and g.ncc is not None and g.ncc >= MIN_NCC)
@@ -242,6 +252,8 @@ class Facts:
     lite_similar: np.ndarray  # bool: Lite0 score >= the similar line
     today_match: np.ndarray  # bool: today's is_match (a copy tier, or the Lite0 score on the match line)
     check: dict[str, np.ndarray]  # rule -> bool: the check says copy
+    cover: np.ndarray  # geometry.frame_cover of the check's fit (nan: no check or not measured)
+    inliers: np.ndarray  # corners on the check's fit (-1: no check)
 
 
 def decide(method: str, f: Facts, copy: np.ndarray | None, lines: Lines | None, rule: str):
@@ -250,17 +262,25 @@ def decide(method: str, f: Facts, copy: np.ndarray | None, lines: Lines | None, 
         return f.today_tier, f.today_needs, f.today_match
     # "+bandsim": a pair the copy detector put in the band but the check did not verify is "similar" too
     similar = f.lite_similar | (copy >= lines.candidate) if "+bandsim" in method else f.lite_similar
-    not_copy = np.where(similar, "similar", "different")
     sure = copy >= lines.sure
     band = (copy >= lines.candidate) & ~sure
+    if "+object" in method:  # comparison.same_object, asked just under the similar line (similarity.copy_tier)
+        near = (copy < lines.candidate) & ~similar & (f.lite >= LITE_SIMILAR[0] - SAME_OBJECT_BAND)
+        similar = similar | (near & (f.inliers >= lines.corners))
+        checked_below = near
+    else:
+        checked_below = np.zeros(len(copy), bool)
+    not_copy = np.where(similar, "similar", "different")
     if "+union" in method:
         band = band | (f.today_needs & ~sure)
     if rule == "strict_low":  # strict below the copy model's own best-F1 line, aligned above it
         says = np.where(copy >= COPY_MATCH, f.check["aligned"], f.check["strict"])
     else:
         says = f.check[rule]
+    if "+cover" in method:  # comparison.MIN_COVER: one frame lies wholly enough inside the other
+        says = says & (np.isnan(f.cover) | (f.cover >= lines.cover))
     copy_called = sure | (band & says)
-    return np.where(copy_called, "near_duplicate", not_copy), band, copy_called
+    return np.where(copy_called, "near_duplicate", not_copy), band | checked_below, copy_called
 
 
 def judge(sets: list[Pairs], decided: dict[str, tuple], copy: dict[str, np.ndarray], mask_half: int | None) -> dict:
@@ -279,6 +299,10 @@ def judge(sets: list[Pairs], decided: dict[str, tuple], copy: dict[str, np.ndarr
             out["shots_similar"] = float((t == "similar").mean())
             continue
         pos = labels == 1
+        out[f"{s.name}_neg_similar"] = float((t[~pos] == "similar").mean())
+        kinds = np.array(s.kinds)[sel]
+        out[f"{s.name}_neg_similar_kinds"] = {k: float((t[kinds == k] == "similar").mean())
+                                              for k in sorted(set(kinds[~pos].tolist()))}
         tp, fp, fn = int((called & pos).sum()), int((called & ~pos).sum()), int((~called & pos).sum())
         out[f"{s.name}_f1"] = 2 * tp / max(2 * tp + fp + fn, 1)
         out[f"{s.name}_auc"] = roc_auc(copy[s.name][sel], labels)
@@ -290,10 +314,60 @@ def judge(sets: list[Pairs], decided: dict[str, tuple], copy: dict[str, np.ndarr
 
 
 SHOT_WEIGHT = 5
+LITE_SIMILAR = [0.0]  # the shipped Lite0 similar line, set by main
+SAME_OBJECT_BAND = 0.04  # similarity.SAME_OBJECT_BAND
+COVER_GRID = np.round(np.arange(0.40, 0.9001, 0.02), 2)
+CORNER_GRID = (5, 8, 10, 12, 15, 20, 25, 30, 40, 50, 60, 80, 100, 150)
+
+
+def _middle(tied: list) -> float:
+    """The middle of the values that tie for best: the largest margin either side."""
+    return tied[len(tied) // 2]
+
+
+def pick_extras(method: str, sets, facts, copy, half: int | None, lines: Lines, rule: str) -> Lines:
+    """``lines`` with the "+cover" line (best pooled F1 as ``pick_lines`` weighs it, at these candidate /
+    sure lines; the middle of the tied lines) and the "+object" corner count (the most other shots made
+    similar while no labelled negative of the half is called similar more than without the rule; the
+    middle of the tied counts) picked on ``half``."""
+    sel = {s.name: np.ones(len(s.labels), bool) if half is None else s.half == half for s in sets}
+    if "+cover" in method:
+        keys = []
+        for line in COVER_GRID:
+            trial = Lines(lines.candidate, lines.sure, float(line), lines.corners or 10**9)
+            tp = fp = fn = 0
+            for s in sets:
+                tiers, _, matched = decide(method, facts[s.name], copy[s.name], trial, rule)
+                m = sel[s.name]
+                called = np.isin(tiers[m], ("exact", "near_duplicate")) if s.name == "shots" else matched[m]
+                pos = s.labels[m] == 1
+                tp += int((called & pos).sum())
+                fp += int((called & ~pos).sum()) * (SHOT_WEIGHT if s.name == "shots" else 1)
+                fn += int((~called & pos).sum())
+            keys.append(round(2 * tp / max(2 * tp + fp + fn, 1), 5))
+        lines = Lines(lines.candidate, lines.sure, float(_middle([c for c, k in zip(COVER_GRID, keys) if k == max(keys)])),
+                      lines.corners)
+    if "+object" in method:
+        def counts(corners: int | None) -> tuple[int, int]:
+            trial = Lines(lines.candidate, lines.sure, lines.cover, corners if corners is not None else 10**9)
+            shots = negatives = 0
+            for s in sets:
+                tiers = decide(method, facts[s.name], copy[s.name], trial, rule)[0][sel[s.name]]
+                if s.name == "shots":
+                    shots += int((tiers == "similar").sum())
+                else:
+                    negatives += int((tiers[s.labels[sel[s.name]] == 0] == "similar").sum())
+            return shots, negatives
+        _, base_negatives = counts(None)
+        scored = [(c, *counts(c)) for c in CORNER_GRID]
+        clean = [(c, shots) for c, shots, negatives in scored if negatives <= base_negatives]
+        best = max(shots for _, shots in clean)
+        lines = Lines(lines.candidate, lines.sure, lines.cover, int(_middle([c for c, shots in clean if shots == best])))
+    return lines
 COPY_MATCH = 0.794052  # sscd_distilled@256's shipped best-F1 line (calibration_defaults.json)
 
 
-def pick_lines(method: str, sets, facts, copy, half: int | None, rule: str) -> Lines:
+def pick_lines(method: str, sets, facts, copy, half: int | None, rule: str, extras: Lines | None = None) -> Lines:
     """Best pooled F1 (copies vs every negative) on ``half``, an other shot called a copy counting as
     ``SHOT_WEIGHT`` false positives (the sets hold ~5x more copies than other shots, and the target for
     shots is the stricter one); ties: fewer checks."""
@@ -302,7 +376,7 @@ def pick_lines(method: str, sets, facts, copy, half: int | None, rule: str) -> L
     best = None
     for cand in grid:
         for sure in grid[grid >= cand]:
-            lines = Lines(float(cand), float(sure))
+            lines = Lines(float(cand), float(sure), extras.cover if extras else None, extras.corners if extras else None)
             tp = fp = fn = checks = 0
             for s in sets:
                 tiers, checked, matched = decide(method, facts[s.name], copy[s.name], lines, rule)
@@ -364,12 +438,16 @@ def write_report(results_json: Path, out: Path) -> None:
     rows = data["results"]
     lines = [BEGIN, "",
              "| method | check rule | lines (candidate / sure) | DEV AUC | DEV F1 | harder F1 | turned F1 | "
-             "copies matched (DEV / harder / turned) | other shots: copy / similar | pairs checked | ms/pair (est.) |",
-             "|---|---|---|---:|---:|---:|---:|---|---|---:|---:|"]
+             "copies matched (DEV / harder / turned) | other shots: copy / similar | negatives called similar "
+             "(DEV / harder / turned) | pairs checked | ms/pair (est.) |",
+             "|---|---|---|---:|---:|---:|---:|---|---|---|---:|---:|"]
     for r in rows:
         a = r["all"]
         held = r["held_out"]
         lines_txt = "shipped Lite0 lines" if r["lines"] is None else f"{r['lines'][0]:.4f} / {r['lines'][1]:.4f}"
+        if r["lines"] is not None and len(r["lines"]) > 2:
+            lines_txt += "".join(f"; {name} {r['lines'][i]:g} ({held[0]['lines'][i]:g}, {held[1]['lines'][i]:g})"
+                                 for i, name in ((2, "cover"), (3, "corners")) if r["lines"][i] is not None)
         cell = (lambda key, fmt="{:.3f}": f"{fmt.format(a[key])} ({fmt.format(held[0][key])}, {fmt.format(held[1][key])})")
         lines.append(
             f"| {r['method']} ({r['descriptors']} copy descr.) | {r['rule'] if r['method'] != 'today' else 'decide_tier'} | "
@@ -377,9 +455,12 @@ def write_report(results_json: Path, out: Path) -> None:
             f"{a['DEV_copies']:.3f} / {a['hard_copies']:.3f} / {a['turned_copies']:.3f} | "
             f"{a['shots_copy']:.1%} ({held[0]['shots_copy']:.1%}, {held[1]['shots_copy']:.1%}) / "
             f"{a['shots_similar']:.1%} ({held[0]['shots_similar']:.1%}, {held[1]['shots_similar']:.1%}) | "
+            f"{a.get('DEV_neg_similar', float('nan')):.1%} / {a.get('hard_neg_similar', float('nan')):.1%} / "
+            f"{a.get('turned_neg_similar', float('nan')):.1%} | "
             f"{r['checked']:.0%} | {r['ms_pair']:.1f} |")
     shown = [r for r in rows if (r["method"], r["rule"]) in (("today", "compare"), ("sscd+bandsim", "aligned"),
-                                                             ("sscd+bandsim", "aligned_many"))]
+                                                             ("sscd+bandsim", "aligned_many"),
+                                                             ("sscd+bandsim+cover+object", "aligned_many"))]
     kinds = sorted({k for r in shown for name in ("turned_kinds", "hard_kinds") for k in r["all"][name]
                     if k.startswith("pos")})
     lines += ["", "Per edit (all pairs, share found as a copy):", "",
@@ -389,6 +470,21 @@ def write_report(results_json: Path, out: Path) -> None:
         merged = {**r["all"]["hard_kinds"], **r["all"]["turned_kinds"]}
         lines.append(f"| {r['method']} ({r['rule']}) | " + " | ".join(f"{merged.get(k, float('nan')):.2f}" for k in kinds)
                      + " |")
+    neg_kinds = [(name, k) for name in ("DEV", "hard", "turned") for k in shown[0]["all"].get(f"{name}_neg_similar_kinds", {})]
+    if neg_kinds:
+        lines += ["", "Negatives (never the same thing) called `similar`, by kind (all pairs):", "",
+                  "| method | " + " | ".join(f"{name}: {k.replace('neg_', '')}" for name, k in neg_kinds) + " |",
+                  "|---|" + "---:|" * len(neg_kinds)]
+        for r in shown:
+            lines.append(f"| {r['method']} ({r['rule']}) | " + " | ".join(
+                f"{r['all'][f'{name}_neg_similar_kinds'][k]:.1%}" for name, k in neg_kinds) + " |")
+    if "similar_floor" in data:
+        lines += ["", "An SSCD *similar floor* on `sscd+bandsim (aligned_many)` at 0.600 / 0.925 (a pair the rules call "
+                  "`different` whose copy score is at or above the floor is `similar`), all pairs:", "",
+                  "| floor | other shots similar | negatives called similar (DEV / harder / turned) |", "|---:|---:|---|"]
+        for f in data["similar_floor"]:
+            lines.append(f"| {f['floor']:.2f} | {f['shots_similar']:.1%} | {f['DEV_neg_similar']:.1%} / "
+                         f"{f['hard_neg_similar']:.1%} / {f['turned_neg_similar']:.1%} |")
     if "end_to_end_ms" in data:
         lines += ["", "End to end through `comparison.compare_with` (bytes in, no embedding cache; 20 DEV pairs + 20 "
                   "other shots, interleaved, median of 3 rounds; `python benchmarks/copy_compare.py --timing`):", "",
@@ -482,7 +578,10 @@ def main(argv: list[str] | None = None) -> int:
         facts[s.name] = Facts(lite[s.name], np.array(today), np.array(needs), lite[s.name] >= thresholds.similar,
                               np.array(matched),
                               {r: np.array([check_says_copy(g, r) for g in geo[s.name]])
-                               for r in ("compare", "aligned", "aligned_many", "strict")})
+                               for r in ("compare", "aligned", "aligned_many", "strict")},
+                              np.array([np.nan if g is None or g.cover is None else g.cover for g in geo[s.name]]),
+                              np.array([-1 if g is None else g.inliers for g in geo[s.name]]))
+    LITE_SIMILAR[0] = thresholds.similar
 
     methods = [("today", "sscd", "compare", 0)]
     for copy_name, n_desc in (("sscd", 1), ("sscd_turned4", 5), ("sscd_turned", 8)):
@@ -495,30 +594,54 @@ def main(argv: list[str] | None = None) -> int:
     for rule in ("strict", "strict_low"):
         methods.append(("sscd+bandsim", "sscd", rule, 1))
         methods.append(("sscd_turned4+bandsim", "sscd_turned4", rule, 5))
+    methods.append(("sscd+bandsim+cover", "sscd", "aligned_many", 1))
+    methods.append(("sscd+bandsim+object", "sscd", "aligned_many", 1))
+    methods.append(("sscd+bandsim+cover+object", "sscd", "aligned_many", 1))  # shipped
+
+    def fit(method: str, copy, half: int | None, rule: str) -> Lines:
+        """Candidate / sure lines, then the "+cover" / "+object" lines at them, then the lines again."""
+        plain = method.replace("+cover", "").replace("+object", "")
+        lines = pick_lines(plain, sets, facts, copy, half, rule)
+        if plain == method:
+            return lines
+        extras = pick_extras(method, sets, facts, copy, half, lines, rule)
+        return pick_lines(method, sets, facts, copy, half, rule, extras)
     results = []
     for method, copy_name, rule, n_desc in methods:
         copy = lite if method == "today" else copies[copy_name]
         row: dict = {"method": method, "rule": rule, "descriptors": n_desc}
         held = []
         for fit_half in (0, 1):
-            lines = None if method == "today" else pick_lines(method, sets, facts, copy, fit_half, rule)
+            lines = None if method == "today" else fit(method, copy, fit_half, rule)
             decided = {s.name: decide(method, facts[s.name], copy[s.name], lines, rule) for s in sets}
             held.append({**judge(sets, decided, copy, 1 - fit_half),
-                         "lines": None if lines is None else [lines.candidate, lines.sure]})
-        lines = None if method == "today" else pick_lines(method, sets, facts, copy, None, rule)
+                         "lines": None if lines is None else astuple(lines)})
+        lines = None if method == "today" else fit(method, copy, None, rule)
         decided = {s.name: decide(method, facts[s.name], copy[s.name], lines, rule) for s in sets}
         row["held_out"] = held
         row["all"] = judge(sets, decided, copy, None)
-        row["lines"] = None if lines is None else [lines.candidate, lines.sure]
+        row["lines"] = None if lines is None else astuple(lines)
         share = float(np.mean(np.concatenate([v[1] for v in decided.values()])))
         row["checked"] = share
         # compare embeds both images with each model; turned scores embed one image's turns too
         row["ms_pair"] = 2 * ms_img["lite"] + (ms_img["copy"] * (1 + n_desc) if n_desc else 0) + share * geo_ms
         results.append(row)
         print(json.dumps({k: v for k, v in row.items() if k != "held_out"}), flush=True)
+    # An SSCD "similar floor" (a pair scoring at or above it is at least similar): what it buys and costs
+    floors = []
+    for floor in (0.54, 0.55, 0.56, 0.57, 0.58, 0.59):
+        row = {"floor": floor}
+        for s in sets:
+            tiers = decide("sscd+bandsim", facts[s.name], copies["sscd"][s.name], Lines(0.6, 0.925), "aligned_many")[0]
+            tiers = np.where((tiers == "different") & (copies["sscd"][s.name] >= floor), "similar", tiers)
+            if s.name == "shots":
+                row["shots_similar"] = float((tiers == "similar").mean())
+            else:
+                row[f"{s.name}_neg_similar"] = float((tiers[s.labels == 0] == "similar").mean())
+        floors.append(row)
     out = Path(args.out)
     saved = json.loads(out.read_text()) if out.is_file() else {}
-    out.write_text(json.dumps({**saved, "model": args.model, "ms_image": ms_img, "geometry_ms": geo_ms,
+    out.write_text(json.dumps({**saved, "model": args.model, "similar_floor": floors, "ms_image": ms_img, "geometry_ms": geo_ms,
                                           "thresholds": [thresholds.match, thresholds.near_duplicate,
                                                          thresholds.similar],
                                           "results": results}, indent=1))

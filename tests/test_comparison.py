@@ -75,8 +75,9 @@ def test_different_photo_is_different(china, sample_flower, settings):
 
 
 # Overlapping panorama frames of a far scene (Keble a/b) are related by a near-similarity transform
-# AND line up pixel for pixel, and stay a known miss (about 4 % of DEV other-shot pairs); UKBench's
-# flat box seen from two angles fits one by keypoints but fails the dense check (no longer a miss).
+# AND line up pixel for pixel (with the copy detector they are told apart by how little of either frame
+# lies inside the other: test_panorama_frames_are_similar_not_copies); UKBench's flat box seen from two
+# angles fits one by keypoints but fails the dense check.
 @pytest.mark.parametrize("group, a, b", [
     ("keble", "keble_a.jpg", "keble_c.jpg"),
     ("ukbench_0000", "ukbench00000.jpg", "ukbench00001.jpg"),
@@ -208,6 +209,18 @@ def test_copy_tier_lines():
     # no check (geometric_check off): the copy model's own match line decides in the band
     assert copy_tier(0.70, 0.80, t, lines)[0] is Tier.NEAR_DUPLICATE
     assert copy_tier(0.70, 0.70, t, lines)[0] is Tier.SIMILAR
+    # below the band, just under the similar line (SAME_OBJECT_BAND): the check's corners decide similar
+    asked: list[bool] = []
+
+    def same(verdict: bool):  # noqa: ANN202
+        return lambda: asked.append(verdict) or verdict
+
+    assert copy_tier(0.75, 0.55, t, lines, check=check(True), same_object=same(True)) == (Tier.SIMILAR, True)
+    assert copy_tier(0.75, 0.55, t, lines, check=check(True), same_object=same(False)) == (Tier.DIFFERENT, True)
+    assert copy_tier(0.72, 0.55, t, lines, same_object=same(True)) == (Tier.DIFFERENT, False)  # too far under
+    assert copy_tier(0.80, 0.55, t, lines, same_object=same(False)) == (Tier.SIMILAR, False)  # already similar
+    assert copy_tier(0.75, 0.65, t, lines, check=check(False), same_object=same(True)) == (Tier.SIMILAR, True)
+    assert asked == [True, False] and ran == [True, False, False, False]
 
 
 @needs_sscd
@@ -227,3 +240,88 @@ def test_copy_model_setting_is_checked(settings):
     assert Settings(copy_model="None").copy_model == "none"
     with pytest.raises(ConfigError, match="copy_model"):
         Settings(copy_model="sscd_distiled")
+
+
+def test_overlapping_frames_line_up_but_only_a_copy_lies_inside_the_other(china):
+    """Two overlapping frames of one scene (a panorama's neighbours: the left and right 60 % of a photo)
+    line up pixel for pixel where they overlap, as a copy does, but neither frame lies inside the other
+    (``geometry.frame_cover``): the copy band's check (``comparison.copy_check``) rejects them. A crop, a
+    resize with JPEG, and a 25 degree turn with black corners lie inside their original and pass."""
+    from lookalike.comparison import MIN_COVER, copy_check
+    from lookalike.geometry import check_images, lines_up
+
+    w, h = china.size
+    left, right = china.crop((0, 0, int(0.6 * w), h)), china.crop((int(0.4 * w), 0, w, h))
+    frames = check_images(left, right)
+    assert lines_up(frames) and frames.cover is not None and frames.cover < MIN_COVER, frames
+    assert not copy_check(frames)
+    crop = Image.open(io.BytesIO(_jpeg(china.crop((w // 8, h // 8, w - w // 8, h - h // 8)).resize((400, 260)), 80)))
+    turned = china.rotate(25, resample=Image.BICUBIC, fillcolor=(0, 0, 0))
+    for copy, least in ((crop, 0.95), (turned, MIN_COVER)):
+        result = check_images(china, copy)
+        assert copy_check(result) and result.cover >= least, result
+
+
+def test_same_object_needs_many_fitted_corners(china, sample_flower):
+    """``comparison.same_object``: another view of a textured scene (the photo seen under a perspective
+    tilt, its colours changed) keeps far more corners on one fit than two different photos do."""
+    from lookalike.comparison import SAME_OBJECT_CORNERS, same_object
+    from lookalike.geometry import check_images
+
+    w, h = china.size
+    # a tilted view: the top edge 15 % narrower, as a camera moved down and turned up would see it
+    coeffs = _perspective((0.075 * w, 0), (0.925 * w, 0), (w, h), (0, h), w, h)
+    tilted = ImageEnhance.Color(china.transform((w, h), Image.Transform.PERSPECTIVE, coeffs, Image.BICUBIC)).enhance(0.4)
+    view = check_images(china, tilted)
+    other = check_images(china, Image.fromarray(sample_flower))
+    assert same_object(view) and view.inliers >= 2 * SAME_OBJECT_CORNERS, view
+    assert not same_object(other) and other.inliers < SAME_OBJECT_CORNERS // 2, other
+
+
+def _perspective(tl, tr, br, bl, w, h):  # noqa: ANN001, ANN202 - PIL's 8 coefficients mapping output -> input
+    import numpy as np
+
+    src = [(0, 0), (w, 0), (w, h), (0, h)]
+    rows = []
+    for (x, y), (u, v) in zip([tl, tr, br, bl], src):
+        rows.append([u, v, 1, 0, 0, 0, -x * u, -x * v])
+        rows.append([0, 0, 0, u, v, 1, -y * u, -y * v])
+    target = np.array([c for p in (tl, tr, br, bl) for c in p], dtype=float)
+    return np.linalg.solve(np.array(rows, dtype=float), target).tolist()
+
+
+@needs_sscd
+@pytest.mark.parametrize("a, b", [("keble_a.jpg", "keble_b.jpg"), ("keble_b.jpg", "keble_c.jpg")])
+def test_panorama_frames_are_similar_not_copies(dev_data, settings, a, b):
+    """Neighbouring panorama frames score in the copy detector's band and line up pixel for pixel where
+    they overlap, but share only ~60 % of their frames (``comparison.MIN_COVER``): similar, not a copy."""
+    from lookalike.comparison import MIN_COVER
+    from lookalike.geometry import check_images
+
+    folder = dev_data / "groups" / "keble"
+    result = compare(folder / a, folder / b, settings=settings)
+    assert result.copy_score is not None and result.tier is Tier.SIMILAR and not result.is_match, result
+    assert check_images(folder / a, folder / b).cover < MIN_COVER
+
+
+@needs_sscd
+def test_another_shot_just_under_the_similar_line_is_similar_by_its_shared_corners(dev_data, settings):
+    """A product's studio shot and a shelf photo of it: both scores under their lines (Lite0 just under
+    the similar line, the copy detector under its band), yet the printed pack fits one transform on many
+    corners (``comparison.same_object``): similar. A random DEV pair as close to the line fits a few: different."""
+    from lookalike.comparison import SAME_OBJECT_CORNERS, copy_detector
+    from lookalike.embed import EmbedderPool
+    from lookalike.geometry import check_images
+    from lookalike.similarity import SAME_OBJECT_BAND
+
+    pool = EmbedderPool(settings)
+    lines = copy_detector(pool.get, settings).lines
+    folder = dev_data / "groups" / "product_garant_ecological_standard_milk"
+    shots = (folder / "Garant-Ecological-Standard-Milk_Iconic.jpg", folder / "Garant-Ecological-Standard-Milk_010.jpg")
+    randoms = (dev_data / "pairs" / "originals" / "web_01525.jpg", dev_data / "pairs" / "originals" / "web_00172.jpg")
+    for (a, b), tier in ((shots, Tier.SIMILAR), (randoms, Tier.DIFFERENT)):
+        result = compare(a, b, settings=settings)
+        assert result.thresholds.similar - SAME_OBJECT_BAND <= result.score < result.thresholds.similar, result
+        assert result.copy_score < lines.candidate and result.tier is tier, result
+        corners = check_images(a, b).inliers
+        assert corners >= SAME_OBJECT_CORNERS if tier is Tier.SIMILAR else corners < SAME_OBJECT_CORNERS // 2

@@ -7,7 +7,8 @@ An ``EmbeddingCache`` keyed by content hash makes a repeated upload cost only it
 With a copy detector (``settings.copy_model``, default ``sscd_distilled``: ``copy_detector``) each
 image is also embedded by it, and its score decides ``exact``/``near_duplicate`` (the geometric check
 only in its unsure band, ``copy_check``), while the embedder's score decides ``similar``/``different``
-(``similarity.copy_tier``; benchmarks/results/accuracy.md, "Copy decisions in compare").
+(just under its similar line the check's shared corners may still say ``similar``: ``same_object``;
+``similarity.copy_tier``; benchmarks/results/accuracy.md, "Copy decisions in compare").
 """
 
 from __future__ import annotations
@@ -246,8 +247,10 @@ def compare_with(
     copy_score = None
     if copy is not None:
         copy_score = float(normalized_score(cosine(copy_first.vector, copy_second.vector)))  # type: ignore[union-attr]
+        checked = (lambda: check_images(image_a, image_b, embedder.limits)) if geometry else None
         tier, _ = copy_tier(score, copy_score, thresholds, copy.lines, exact=exact,
-                            check=(lambda: copy_check(check_images(image_a, image_b, embedder.limits))) if geometry else None)
+                            check=(lambda: copy_check(checked())) if checked else None,
+                            same_object=(lambda: same_object(checked())) if checked else None)
     else:
         tier = thresholds.tier(score, exact=exact)
         if geometry:
@@ -287,12 +290,30 @@ def _embed(embedder: Embedder, prepared: list[_Prepared], cache: EmbeddingCache 
 # over 20 % of it) lines up poorly where the box is, but keeps most of its corners on the fit; no other
 # shot or look-alike in the measured sets reached 0.2 (benchmarks/copy_compare.py, "aligned_many").
 MANY_FIT = 0.25
+# An edited copy's frame lies (nearly) wholly inside the other's under the fit (``geometry.frame_cover``;
+# every copy the band's check verifies: 0.79-1.0, and one vertical flip verified on a wrong 45 degree fit:
+# 0.65); neighbouring panorama frames share 0.57-0.60 (benchmarks/copy_compare.py, "+cover": the best
+# line on all pairs; both panorama pairs are one group, so a half-split cannot hold this line out).
+MIN_COVER = 0.62
+# Below the similar line (down to similarity.SAME_OBJECT_BAND under it) a pair whose geometric fit holds
+# this many corners shows one object (shared print, labels, texture) even where the pixels do not line
+# up: other shots of one object fit 55-136 there, different photos at most 19 (a rotated copy of another
+# photo: its filled corners); the middle of the clean counts on either half (copy_compare.py, "+object").
+SAME_OBJECT_CORNERS = 30
 
 
 def copy_check(result) -> bool:  # noqa: ANN001 - geometry.GeometryResult
     """The copy band's verdict on the geometric check: the fit lines the pixels up as only a copy does
-    (``geometry.lines_up``), or a quarter of the corners fit it."""
-    return lines_up(result) or (result.ncc is not None and result.ratio >= MANY_FIT)
+    (``geometry.lines_up``), or a quarter of the corners fit it; and one frame lies wholly enough inside
+    the other (``MIN_COVER``: a copy's content does, overlapping shots of one scene do not)."""
+    fits = lines_up(result) or (result.ncc is not None and result.ratio >= MANY_FIT)
+    return fits and (result.cover is None or result.cover >= MIN_COVER)
+
+
+def same_object(result) -> bool:  # noqa: ANN001 - geometry.GeometryResult
+    """Below the similar line: the geometric fit holds enough corners (``SAME_OBJECT_CORNERS``) to show
+    one object in both images, whether or not the pixels line up (another shot of it)."""
+    return result.inliers >= SAME_OBJECT_CORNERS
 
 
 _DEFAULT_POOL: EmbedderPool | None = None

@@ -159,20 +159,31 @@ def copy_lines_for(model: str, input_size: int, settings: Settings) -> CopyLines
                      "down to the similar line)")
 
 
+# A pair below the copy band scoring at most this far under the similar line is asked whether the
+# geometric check finds one object in both (``copy_tier``'s ``same_object``; ``geometry.FLOOR``, the
+# band the score-only decision checks too).
+SAME_OBJECT_BAND = 0.04
+
+
 def copy_tier(score: float, copy_score: float, thresholds: Thresholds, lines: CopyLines, *,
-              exact: bool = False, check=None) -> tuple[Tier, bool]:  # noqa: ANN001 - () -> bool | None
+              exact: bool = False, check=None, same_object=None) -> tuple[Tier, bool]:  # noqa: ANN001 - () -> bool
     """(tier, whether the check ran) from the similarity score, the copy detector's score and, in the
     copy band, ``check()``: whether the geometric check says copy (``comparison.copy_check``: the pixels
     line up as only a copy does; None: no check, the copy model's match line decides).
 
     A pair in the copy band that the check does not verify is ``similar`` whatever the similarity
-    score: the copy detector found it close, the pixels say another shot (or a look-alike)."""
+    score: the copy detector found it close, the pixels say another shot (or a look-alike). Below the
+    band, a similarity score less than ``SAME_OBJECT_BAND`` under the similar line is ``similar`` when
+    ``same_object()`` says the check finds one object in both (``comparison.same_object``; None: not asked)."""
     if exact:
         return Tier.EXACT, False
     if copy_score >= lines.sure:
         return Tier.NEAR_DUPLICATE, False
     not_copy = Tier.SIMILAR if score >= thresholds.similar or copy_score >= lines.candidate else Tier.DIFFERENT
     if copy_score < lines.candidate:
+        if (not_copy is Tier.DIFFERENT and same_object is not None
+                and score >= thresholds.similar - SAME_OBJECT_BAND):
+            return (Tier.SIMILAR if same_object() else Tier.DIFFERENT), True
         return not_copy, False
     if check is None:
         return (Tier.NEAR_DUPLICATE if copy_score >= lines.match else not_copy), False

@@ -97,8 +97,8 @@ def test_copy_detector_verdicts_meet_the_near_duplicate_targets(embedder, copy_m
 
 
 def test_other_shots_are_similar_not_copies(embedder, copy_model, dev_data, settings):
-    """Every two shots of one DEV group object (Middlebury stereo left out): 4.4 % called a copy and
-    86 % similar measured (benchmarks/results/accuracy.md, "Copy decisions"); floors a little under."""
+    """Every two shots of one DEV group object (Middlebury stereo left out): 3.4 % called a copy and
+    88.8 % similar measured (benchmarks/results/accuracy.md, "Copy decisions"); floors a little under."""
     from itertools import combinations
 
     from lookalike.comparison import compare
@@ -111,7 +111,7 @@ def test_other_shots_are_similar_not_copies(embedder, copy_model, dev_data, sett
     tiers = [compare(a, b, settings=settings).tier.value for a, b in pairs]
     copies = sum(t in ("exact", "near_duplicate") for t in tiers) / len(tiers)
     similar = sum(t == "similar" for t in tiers) / len(tiers)
-    assert len(pairs) >= 150 and copies <= 0.05 and similar >= 0.85, (copies, similar)
+    assert len(pairs) >= 150 and copies <= 0.04 and similar >= 0.875, (copies, similar)
 
 
 def test_eval_judges_exactly_what_compare_answers(embedder, copy_model, dev_pairs, dev_scores, dev_copy_scores,
