@@ -308,14 +308,21 @@ def search_image(catalog: Catalog, source: ImageSource, k: int = 10, *, pool=Non
     embedder = catalog.embedder(pool)
     data = read_source_bytes(source, embedder.limits)
     image = embedder.load(data if data is not None else source)  # the one decode
-    if catalog.settings.geometric_check:  # the query's corners on the other core while the model runs
-        vectors, query = side_by_side(lambda: embedder.encode_decoded([image]), lambda: QueryFeatures(image))
-    else:
-        vectors, query = embedder.encode_decoded([image]), None
-    embedded = time.perf_counter()
-    answer = search_decoded(catalog, vectors[0], image, k, query_hash=content_hash(data) if data is not None else None,
-                            embedder=embedder, query=query)
-    answer.timings_ms.update(embed=(embedded - started) * 1000.0, total=(time.perf_counter() - started) * 1000.0)
+    query_hash = content_hash(data) if data is not None else None
+    verify = catalog.settings.geometric_check
+
+    def neighbours() -> _Neighbours:
+        vector = embedder.encode_decoded([image])[0]
+        embedded = time.perf_counter()
+        found = _neighbours(catalog, vector, k, verify, query_hash=query_hash, embedder=embedder)
+        found.timings["embed"] = (embedded - started) * 1000.0
+        return found
+
+    # the query's corners (the longest step: ~7 ms on one core) on the other core while this one
+    # embeds, searches the index and reads the hits' features
+    found, query = side_by_side(neighbours, lambda: QueryFeatures(image)) if verify else (neighbours(), None)
+    answer = _verified(catalog, found, query, k)
+    answer.timings_ms["total"] = (time.perf_counter() - started) * 1000.0
     return answer
 
 
@@ -332,27 +339,52 @@ def search_id(catalog: Catalog, image_id: int, k: int = 10, *, pool=None) -> Sea
 
 
 def search_decoded(catalog: Catalog, vector: np.ndarray, image, k: int, *, query_hash: str | None = None,  # noqa: ANN001
-                   exclude_id: int | None = None, embedder=None,  # noqa: ANN001
-                   query: QueryFeatures | None = None) -> SearchAnswer:
+                   exclude_id: int | None = None, embedder=None) -> SearchAnswer:  # noqa: ANN001
     """kNN, re-rank and tiers for an embedded query; ``image``: its decoded pixels (None: no
-    verification); ``query``: its local features when already made from ``image``."""
-    settings = catalog.settings
-    verify = image is not None and settings.geometric_check
-    head = settings.search_rerank_top if verify else 0
+    verification)."""
+    verify = image is not None and catalog.settings.geometric_check
+    found = _neighbours(catalog, vector, k, verify, query_hash=query_hash, exclude_id=exclude_id, embedder=embedder)
+    return _verified(catalog, found, QueryFeatures(image) if verify and found.results else None, k)
+
+
+@dataclass
+class _Neighbours:
+    """The index's nearest hits of a query and, when they are to be verified, their stored features."""
+
+    results: list[SearchResult]
+    features: list[StoredFeatures | None]
+    timings: dict[str, float]
+
+
+def _neighbours(catalog: Catalog, vector: np.ndarray, k: int, verify: bool, *, query_hash: str | None = None,
+                exclude_id: int | None = None, embedder=None) -> _Neighbours:  # noqa: ANN001
+    """kNN (``search_rerank_top`` hits when verifying, else ``k``) and the stored features of the
+    hits the re-rank and the tier check read."""
+    head = catalog.settings.search_rerank_top if verify else 0
     started = time.perf_counter()
     with _one_omp_thread():
         results = catalog.search(np.asarray(vector)[None], max(k, head), query_hash=query_hash,
                                  exclude_id=exclude_id)[0]
-    timings = {"knn": (time.perf_counter() - started) * 1000.0}
+    timings = {"knn": _ms(started)}
     if not verify or not results:
+        return _Neighbours(results, [], timings)
+    started = time.perf_counter()
+    wanted = max(min(head, len(results)), min(k, VERIFY_TOP, len(results)))
+    features = stored_features(catalog, [r.record for r in results[:wanted]], embedder)
+    timings["features"] = _ms(started)
+    return _Neighbours(results, features, timings)
+
+
+def _verified(catalog: Catalog, found: _Neighbours, query: QueryFeatures | None, k: int) -> SearchAnswer:
+    """Re-rank the head of ``found`` by local features and decide the tiers of the first hits
+    (``query``: the query's features; None: no verification, cosine order)."""
+    results, features, timings = found.results, found.features, found.timings
+    if query is None or not results:
         return SearchAnswer(results[:k], "cosine", 0, timings)
     started = time.perf_counter()
-    query = query if query is not None else QueryFeatures(image)
-    head = min(head, len(results))
+    head = min(catalog.settings.search_rerank_top, len(results))
     checked = min(k, VERIFY_TOP, len(results))
     thresholds = catalog.thresholds
-    features = stored_features(catalog, [r.record for r in results[: max(head, checked)]], embedder)
-    timings["features"] = _ms(started)
     if head:
         cosines = [r.cosine for r in results[:head]]
         ranked = rerank_head(query, features[:head], cosines, keep=k)
@@ -365,7 +397,8 @@ def search_decoded(catalog: Catalog, vector: np.ndarray, image, k: int, *, query
     else:
         firsts = [None] * len(features)
     results = results[:k]
-    timings["rerank"] = _ms(started) - timings["features"]
+    timings["rerank"] = _ms(started)
+    started = time.perf_counter()
     # tiers of the returned hits the score leaves open (copy, or another shot?), on both cores
     open_hits = [i for i in range(checked)
                  if features[i] is not None and needs_check(results[i].score, thresholds, Tier(results[i].verdict))]
@@ -374,6 +407,6 @@ def search_decoded(catalog: Catalog, vector: np.ndarray, image, k: int, *, query
     for i, verdict in tiers.items():
         results[i] = dataclasses.replace(results[i], verdict=verdict.value)
     _keep_made_coarse(catalog, [(results[i].record, features[i]) for i in open_hits])
-    timings["verify"] = _ms(started)
-    timings["tiers"] = timings["verify"] - timings["rerank"] - timings["features"]
+    timings["tiers"] = _ms(started)
+    timings["verify"] = timings["rerank"] + timings["tiers"] + timings.get("features", 0.0)
     return SearchAnswer(results, "rank_score" if head else "cosine", head, timings)
