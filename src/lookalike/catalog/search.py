@@ -349,11 +349,14 @@ def search_decoded(catalog: Catalog, vector: np.ndarray, image, k: int, *, query
 
 @dataclass
 class _Neighbours:
-    """The index's nearest hits of a query and, when they are to be verified, their stored features."""
+    """The index's nearest hits of a query and, when they are to be verified, their stored features:
+    those of the first ``head`` (re-ranked) and of the first ``checked`` (tiers checked)."""
 
     results: list[SearchResult]
     features: list[StoredFeatures | None]
     timings: dict[str, float]
+    head: int = 0
+    checked: int = 0
 
 
 def _neighbours(catalog: Catalog, vector: np.ndarray, k: int, verify: bool, *, query_hash: str | None = None,
@@ -369,10 +372,10 @@ def _neighbours(catalog: Catalog, vector: np.ndarray, k: int, verify: bool, *, q
     if not verify or not results:
         return _Neighbours(results, [], timings)
     started = time.perf_counter()
-    wanted = max(min(head, len(results)), min(k, VERIFY_TOP, len(results)))
-    features = stored_features(catalog, [r.record for r in results[:wanted]], embedder)
+    head, checked = min(head, len(results)), min(k, VERIFY_TOP, len(results))
+    features = stored_features(catalog, [r.record for r in results[: max(head, checked)]], embedder)
     timings["features"] = _ms(started)
-    return _Neighbours(results, features, timings)
+    return _Neighbours(results, features, timings, head, checked)
 
 
 def _verified(catalog: Catalog, found: _Neighbours, query: QueryFeatures | None, k: int) -> SearchAnswer:
@@ -382,8 +385,7 @@ def _verified(catalog: Catalog, found: _Neighbours, query: QueryFeatures | None,
     if query is None or not results:
         return SearchAnswer(results[:k], "cosine", 0, timings)
     started = time.perf_counter()
-    head = min(catalog.settings.search_rerank_top, len(results))
-    checked = min(k, VERIFY_TOP, len(results))
+    head, checked = found.head, found.checked
     thresholds = catalog.thresholds
     if head:
         cosines = [r.cosine for r in results[:head]]
