@@ -325,6 +325,22 @@ def _middle(tied: list) -> float:
     return tied[len(tied) // 2]
 
 
+def _pooled_f1(method: str, sets, facts, copy, lines: Lines, rule: str, sel: dict) -> tuple[float, int]:
+    """(F1 of copies vs every negative pooled over the sets' ``sel`` pairs, an other shot called a copy
+    counting as ``SHOT_WEIGHT`` false positives; how many of those pairs ran the check) at ``lines``."""
+    tp = fp = fn = checks = 0
+    for s in sets:
+        tiers, checked, matched = decide(method, facts[s.name], copy[s.name], lines, rule)
+        m = sel[s.name]
+        called = np.isin(tiers[m], ("exact", "near_duplicate")) if s.name == "shots" else matched[m]
+        pos = s.labels[m] == 1
+        tp += int((called & pos).sum())
+        fp += int((called & ~pos).sum()) * (SHOT_WEIGHT if s.name == "shots" else 1)
+        fn += int((~called & pos).sum())
+        checks += int(checked[m].sum())
+    return 2 * tp / max(2 * tp + fp + fn, 1), checks
+
+
 def pick_extras(method: str, sets, facts, copy, half: int | None, lines: Lines, rule: str) -> Lines:
     """``lines`` with the "+cover" line (best pooled F1 as ``pick_lines`` weighs it, at these candidate /
     sure lines; the middle of the tied lines) and the "+object" corner count (the most other shots made
@@ -335,16 +351,7 @@ def pick_extras(method: str, sets, facts, copy, half: int | None, lines: Lines, 
         keys = []
         for line in COVER_GRID:
             trial = Lines(lines.candidate, lines.sure, float(line), lines.corners or 10**9)
-            tp = fp = fn = 0
-            for s in sets:
-                tiers, _, matched = decide(method, facts[s.name], copy[s.name], trial, rule)
-                m = sel[s.name]
-                called = np.isin(tiers[m], ("exact", "near_duplicate")) if s.name == "shots" else matched[m]
-                pos = s.labels[m] == 1
-                tp += int((called & pos).sum())
-                fp += int((called & ~pos).sum()) * (SHOT_WEIGHT if s.name == "shots" else 1)
-                fn += int((~called & pos).sum())
-            keys.append(round(2 * tp / max(2 * tp + fp + fn, 1), 5))
+            keys.append(round(_pooled_f1(method, sets, facts, copy, trial, rule, sel)[0], 5))
         lines = Lines(lines.candidate, lines.sure, float(_middle([c for c, k in zip(COVER_GRID, keys) if k == max(keys)])),
                       lines.corners)
     if "+object" in method:
@@ -377,17 +384,7 @@ def pick_lines(method: str, sets, facts, copy, half: int | None, rule: str, extr
     for cand in grid:
         for sure in grid[grid >= cand]:
             lines = Lines(float(cand), float(sure), extras.cover if extras else None, extras.corners if extras else None)
-            tp = fp = fn = checks = 0
-            for s in sets:
-                tiers, checked, matched = decide(method, facts[s.name], copy[s.name], lines, rule)
-                m = sel[s.name]
-                called = np.isin(tiers[m], ("exact", "near_duplicate")) if s.name == "shots" else matched[m]
-                pos = s.labels[m] == 1
-                tp += int((called & pos).sum())
-                fp += int((called & ~pos).sum()) * (SHOT_WEIGHT if s.name == "shots" else 1)
-                fn += int((~called & pos).sum())
-                checks += int(checked[m].sum())
-            f1 = 2 * tp / max(2 * tp + fp + fn, 1)
+            f1, checks = _pooled_f1(method, sets, facts, copy, lines, rule, sel)
             key = (round(f1, 5), -checks)
             if best is None or key > best[0]:
                 best = (key, lines)

@@ -238,7 +238,8 @@ def rerank_head(query: QueryFeatures, candidates: Sequence[StoredFeatures | None
 
 
 def verified_tier(query: QueryFeatures, candidate: StoredFeatures, score: float, thresholds, first=None) -> Tier:  # noqa: ANN001
-    """A hit's tier as ``/v1/compare`` would decide it, from stored features: ``check_copy`` with
+    """A hit's tier as ``/v1/compare`` decides it without a copy detector (``copy_model = "none"``;
+    the catalog stores no copy-detector vectors), from stored features: ``check_copy`` with
     the mirror and the second look only at near-duplicate scores (below, on the DEV pairs they never
     changed a verdict), and the second look only where the fine evidence leaves the copy open."""
     evidence = check_copy(query, candidate, first, other_tries=score >= thresholds.near_duplicate,
