@@ -19,7 +19,11 @@ Methods (``METHODS``):
 - ``+union``: the check also runs where today's Lite0 rule asks for it;
 - ``+bandsim``: a pair in the copy band that the check does not verify is ``similar`` (not only by Lite0).
 - ``+cover``: the band's check also needs one frame to lie wholly enough inside the other under the fit
-  (``geometry.frame_cover`` >= a line picked like the others; shipped as ``comparison.MIN_COVER``);
+  (``geometry.frame_overlap``'s cover >= a line picked like the others; shipped as ``comparison.MIN_COVER``);
+- ``+share``: ... and the overlap to fill enough of the larger frame (its share >= a line picked likewise;
+  ``comparison.MIN_SHARE``): a close-up of a detail is not an edited copy;
+- ``+ncc``: the band's "aligned" needs NCC >= a line picked likewise (``comparison.BAND_MIN_NCC``) where
+  ``geometry.ALIGNED_MANY`` accepts 0.6: a re-photographed print fits many corners at a lower correlation;
 - ``+object``: a pair under the band whose Lite0 score is at most ``SAME_OBJECT_BAND`` under the similar
   line is ``similar`` when the check's fit holds that many corners (``comparison.same_object``; the count is
   the middle of those that make the most other shots similar while calling no more negatives similar).
@@ -49,7 +53,7 @@ import random
 import sys
 import time
 import zlib
-from dataclasses import astuple, dataclass, fields
+from dataclasses import astuple, dataclass, fields, replace
 from pathlib import Path
 
 import numpy as np
@@ -220,8 +224,10 @@ def geometry(pairs: list[tuple[str, str]], decode_side: int | None, limits) -> t
 class Lines:
     candidate: float  # copy score (cos+1)/2 below which never a copy
     sure: float  # at or above: a copy without the check
-    cover: float | None = None  # "+cover": the band's check needs geometry.frame_cover >= this (None: off)
+    cover: float | None = None  # "+cover": the band's check needs geometry.frame_overlap's cover >= this (None: off)
     corners: int | None = None  # "+object": below the band, this many fitted corners make a near pair similar
+    share: float | None = None  # "+share": the band's check needs frame_overlap's share >= this (None: off)
+    many_ncc: float | None = None  # "+ncc": the band's lines_up needs NCC >= this (None: off)
 
 
 def check_says_copy(g, rule: str) -> bool:
@@ -252,8 +258,11 @@ class Facts:
     lite_similar: np.ndarray  # bool: Lite0 score >= the similar line
     today_match: np.ndarray  # bool: today's is_match (a copy tier, or the Lite0 score on the match line)
     check: dict[str, np.ndarray]  # rule -> bool: the check says copy
-    cover: np.ndarray  # geometry.frame_cover of the check's fit (nan: no check or not measured)
+    cover: np.ndarray  # geometry.frame_overlap's cover of the check's fit (nan: no check or not measured)
     inliers: np.ndarray  # corners on the check's fit (-1: no check)
+    share: np.ndarray  # frame_overlap's share of the check's fit (nan: no check or not measured)
+    ncc: np.ndarray  # the check's NCC (nan: no check or not measured)
+    many_fit: np.ndarray  # bool: a quarter of the corners fit (comparison.MANY_FIT), pixels measured
 
 
 def decide(method: str, f: Facts, copy: np.ndarray | None, lines: Lines | None, rule: str):
@@ -277,8 +286,12 @@ def decide(method: str, f: Facts, copy: np.ndarray | None, lines: Lines | None, 
         says = np.where(copy >= COPY_MATCH, f.check["aligned"], f.check["strict"])
     else:
         says = f.check[rule]
+    if "+ncc" in method:  # comparison.BAND_MIN_NCC: aligned at this NCC at least, or a quarter of the corners fit
+        says = (f.check["aligned"] & (np.nan_to_num(f.ncc, nan=-1.0) >= lines.many_ncc)) | f.many_fit
     if "+cover" in method:  # comparison.MIN_COVER: one frame lies wholly enough inside the other
         says = says & (np.isnan(f.cover) | (f.cover >= lines.cover))
+    if "+share" in method:  # comparison.MIN_SHARE: the overlap fills enough of the larger frame
+        says = says & (np.isnan(f.share) | (f.share >= lines.share))
     copy_called = sure | (band & says)
     return np.where(copy_called, "near_duplicate", not_copy), band | checked_below, copy_called
 
@@ -317,6 +330,8 @@ SHOT_WEIGHT = 5
 LITE_SIMILAR = [0.0]  # the shipped Lite0 similar line, set by main
 SAME_OBJECT_BAND = 0.04  # similarity.SAME_OBJECT_BAND
 COVER_GRID = np.round(np.arange(0.40, 0.9001, 0.02), 2)
+SHARE_GRID = np.round(np.arange(0.06, 0.4001, 0.01), 2)
+NCC_GRID = np.round(np.arange(0.60, 0.8001, 0.01), 2)
 CORNER_GRID = (5, 8, 10, 12, 15, 20, 25, 30, 40, 50, 60, 80, 100, 150)
 
 
@@ -347,16 +362,21 @@ def pick_extras(method: str, sets, facts, copy, half: int | None, lines: Lines, 
     similar while no labelled negative of the half is called similar more than without the rule; the
     middle of the tied counts) picked on ``half``."""
     sel = {s.name: np.ones(len(s.labels), bool) if half is None else s.half == half for s in sets}
-    if "+cover" in method:
+    # each band line in turn (the others at their best so far, off until picked): best pooled F1, the middle of the tied lines
+    for option, name, grid in (("+cover", "cover", COVER_GRID), ("+share", "share", SHARE_GRID),
+                               ("+ncc", "many_ncc", NCC_GRID)):
+        if option not in method:
+            continue
         keys = []
-        for line in COVER_GRID:
-            trial = Lines(lines.candidate, lines.sure, float(line), lines.corners or 10**9)
+        for line in grid:
+            trial = replace(lines, **{name: float(line)}, corners=lines.corners or 10**9,
+                            **{n: getattr(lines, n) if getattr(lines, n) is not None else off
+                               for n, off in (("cover", 0.0), ("share", 0.0), ("many_ncc", -1.0)) if n != name})
             keys.append(round(_pooled_f1(method, sets, facts, copy, trial, rule, sel)[0], 5))
-        lines = Lines(lines.candidate, lines.sure, float(_middle([c for c, k in zip(COVER_GRID, keys) if k == max(keys)])),
-                      lines.corners)
+        lines = replace(lines, **{name: float(_middle([c for c, k in zip(grid, keys) if k == max(keys)]))})
     if "+object" in method:
         def counts(corners: int | None) -> tuple[int, int]:
-            trial = Lines(lines.candidate, lines.sure, lines.cover, corners if corners is not None else 10**9)
+            trial = replace(lines, corners=corners if corners is not None else 10**9)
             shots = negatives = 0
             for s in sets:
                 tiers = decide(method, facts[s.name], copy[s.name], trial, rule)[0][sel[s.name]]
@@ -369,7 +389,7 @@ def pick_extras(method: str, sets, facts, copy, half: int | None, lines: Lines, 
         scored = [(c, *counts(c)) for c in CORNER_GRID]
         clean = [(c, shots) for c, shots, negatives in scored if negatives <= base_negatives]
         best = max(shots for _, shots in clean)
-        lines = Lines(lines.candidate, lines.sure, lines.cover, int(_middle([c for c, shots in clean if shots == best])))
+        lines = replace(lines, corners=int(_middle([c for c, shots in clean if shots == best])))
     return lines
 COPY_MATCH = 0.794052  # sscd_distilled@256's shipped best-F1 line (calibration_defaults.json)
 
@@ -383,7 +403,7 @@ def pick_lines(method: str, sets, facts, copy, half: int | None, rule: str, extr
     best = None
     for cand in grid:
         for sure in grid[grid >= cand]:
-            lines = Lines(float(cand), float(sure), extras.cover if extras else None, extras.corners if extras else None)
+            lines = replace(extras, candidate=float(cand), sure=float(sure)) if extras else Lines(float(cand), float(sure))
             f1, checks = _pooled_f1(method, sets, facts, copy, lines, rule, sel)
             key = (round(f1, 5), -checks)
             if best is None or key > best[0]:
@@ -444,7 +464,8 @@ def write_report(results_json: Path, out: Path) -> None:
         lines_txt = "shipped Lite0 lines" if r["lines"] is None else f"{r['lines'][0]:.4f} / {r['lines'][1]:.4f}"
         if r["lines"] is not None and len(r["lines"]) > 2:
             lines_txt += "".join(f"; {name} {r['lines'][i]:g} ({held[0]['lines'][i]:g}, {held[1]['lines'][i]:g})"
-                                 for i, name in ((2, "cover"), (3, "corners")) if r["lines"][i] is not None)
+                                 for i, name in ((2, "cover"), (3, "corners"), (4, "share"), (5, "NCC"))
+                                 if len(r["lines"]) > i and r["lines"][i] is not None)
         cell = (lambda key, fmt="{:.3f}": f"{fmt.format(a[key])} ({fmt.format(held[0][key])}, {fmt.format(held[1][key])})")
         lines.append(
             f"| {r['method']} ({r['descriptors']} copy descr.) | {r['rule'] if r['method'] != 'today' else 'decide_tier'} | "
@@ -457,7 +478,8 @@ def write_report(results_json: Path, out: Path) -> None:
             f"{r['checked']:.0%} | {r['ms_pair']:.1f} |")
     shown = [r for r in rows if (r["method"], r["rule"]) in (("today", "compare"), ("sscd+bandsim", "aligned"),
                                                              ("sscd+bandsim", "aligned_many"),
-                                                             ("sscd+bandsim+cover+object", "aligned_many"))]
+                                                             ("sscd+bandsim+cover+object", "aligned_many"),
+                                                             ("sscd+bandsim+cover+share+ncc+object", "aligned_many"))]
     kinds = sorted({k for r in shown for name in ("turned_kinds", "hard_kinds") for k in r["all"][name]
                     if k.startswith("pos")})
     lines += ["", "Per edit (all pairs, share found as a copy):", "",
@@ -521,6 +543,7 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(times))
         return 0
 
+    from lookalike.comparison import MANY_FIT
     from lookalike.embed import create_embedder
     from lookalike.geometry import FLOOR, GeometryResult
     from lookalike.imaging import ImageLimits
@@ -577,7 +600,10 @@ def main(argv: list[str] | None = None) -> int:
                               {r: np.array([check_says_copy(g, r) for g in geo[s.name]])
                                for r in ("compare", "aligned", "aligned_many", "strict")},
                               np.array([np.nan if g is None or g.cover is None else g.cover for g in geo[s.name]]),
-                              np.array([-1 if g is None else g.inliers for g in geo[s.name]]))
+                              np.array([-1 if g is None else g.inliers for g in geo[s.name]]),
+                              np.array([np.nan if g is None or g.share is None else g.share for g in geo[s.name]]),
+                              np.array([np.nan if g is None or g.ncc is None else g.ncc for g in geo[s.name]]),
+                              np.array([g is not None and g.ncc is not None and g.ratio >= MANY_FIT for g in geo[s.name]]))
     LITE_SIMILAR[0] = thresholds.similar
 
     methods = [("today", "sscd", "compare", 0)]
@@ -593,11 +619,16 @@ def main(argv: list[str] | None = None) -> int:
         methods.append(("sscd_turned4+bandsim", "sscd_turned4", rule, 5))
     methods.append(("sscd+bandsim+cover", "sscd", "aligned_many", 1))
     methods.append(("sscd+bandsim+object", "sscd", "aligned_many", 1))
-    methods.append(("sscd+bandsim+cover+object", "sscd", "aligned_many", 1))  # shipped
+    methods.append(("sscd+bandsim+cover+object", "sscd", "aligned_many", 1))
+    methods.append(("sscd+bandsim+cover+share+object", "sscd", "aligned_many", 1))
+    methods.append(("sscd+bandsim+cover+ncc+object", "sscd", "aligned_many", 1))
+    methods.append(("sscd+bandsim+cover+share+ncc+object", "sscd", "aligned_many", 1))  # shipped
 
     def fit(method: str, copy, half: int | None, rule: str) -> Lines:
         """Candidate / sure lines, then the "+cover" / "+object" lines at them, then the lines again."""
-        plain = method.replace("+cover", "").replace("+object", "")
+        plain = method
+        for option in ("+cover", "+share", "+ncc", "+object"):
+            plain = plain.replace(option, "")
         lines = pick_lines(plain, sets, facts, copy, half, rule)
         if plain == method:
             return lines

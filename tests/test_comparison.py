@@ -245,7 +245,7 @@ def test_copy_model_setting_is_checked(settings):
 def test_overlapping_frames_line_up_but_only_a_copy_lies_inside_the_other(china):
     """Two overlapping frames of one scene (a panorama's neighbours: the left and right 60 % of a photo)
     line up pixel for pixel where they overlap, as a copy does, but neither frame lies inside the other
-    (``geometry.frame_cover``): the copy band's check (``comparison.copy_check``) rejects them. A crop, a
+    (``geometry.frame_overlap``): the copy band's check (``comparison.copy_check``) rejects them. A crop, a
     resize with JPEG, and a 25 degree turn with black corners lie inside their original and pass."""
     from lookalike.comparison import MIN_COVER, copy_check
     from lookalike.geometry import check_images, lines_up
@@ -260,6 +260,23 @@ def test_overlapping_frames_line_up_but_only_a_copy_lies_inside_the_other(china)
     for copy, least in ((crop, 0.95), (turned, MIN_COVER)):
         result = check_images(china, copy)
         assert copy_check(result) and result.cover >= least, result
+
+
+def test_a_close_up_of_a_detail_lies_inside_the_photo_but_is_not_a_copy(china):
+    """A close-up (40 % of each side, at the photo's size) lines up with the photo and lies wholly
+    inside it, but fills a sixth of it (``geometry.frame_overlap``'s share < ``comparison.MIN_SHARE``):
+    the copy band's check rejects it. A crop keeping 60 % of each side shares 0.36 and passes."""
+    from lookalike.comparison import MIN_SHARE, copy_check
+    from lookalike.geometry import check_images, lines_up
+
+    w, h = china.size
+    detail = china.crop((int(0.3 * w), int(0.3 * h), int(0.7 * w), int(0.7 * h))).resize((w, h), Image.BICUBIC)
+    close_up = check_images(china, detail)
+    assert lines_up(close_up) and close_up.cover > 0.95 and close_up.share < MIN_SHARE, close_up
+    assert not copy_check(close_up)
+    crop = china.crop((w // 5, h // 5, w // 5 + int(0.6 * w), h // 5 + int(0.6 * h)))
+    cropped = check_images(china, crop)
+    assert copy_check(cropped) and 0.3 < cropped.share < 0.42, cropped
 
 
 def test_same_object_needs_many_fitted_corners(china, sample_flower):
@@ -302,6 +319,20 @@ def test_panorama_frames_are_similar_not_copies(dev_data, settings, a, b):
     result = compare(folder / a, folder / b, settings=settings)
     assert result.copy_score is not None and result.tier is Tier.SIMILAR and not result.is_match, result
     assert check_images(folder / a, folder / b).cover < MIN_COVER
+
+
+@needs_sscd
+@pytest.mark.parametrize("group, a, b", [
+    ("product_abo_b0799ck52k", "a8a14cd2.jpg", "d80a51d3.jpg"),  # a listing's close-up of the strap vs the whole bag
+    ("ukbench_0000", "ukbench00001.jpg", "ukbench00002.jpg"),  # the puzzle photographed again, turned and tilted
+])
+def test_a_close_up_or_a_rephotographed_print_is_similar_not_a_copy(dev_data, settings, group, a, b):
+    """Both sit in the copy detector's band and fit one transform on many corners. The close-up fills
+    a sixth of the whole shot (``comparison.MIN_SHARE``); the re-photographed puzzle lines up at NCC
+    0.62 only (``comparison.BAND_MIN_NCC``): similar, not copies."""
+    folder = dev_data / "groups" / group
+    result = compare(folder / a, folder / b, settings=settings)
+    assert result.copy_score is not None and result.tier is Tier.SIMILAR and not result.is_match, result
 
 
 @needs_sscd

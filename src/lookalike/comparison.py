@@ -290,11 +290,20 @@ def _embed(embedder: Embedder, prepared: list[_Prepared], cache: EmbeddingCache 
 # over 20 % of it) lines up poorly where the box is, but keeps most of its corners on the fit; no other
 # shot or look-alike in the measured sets reached 0.2 (benchmarks/copy_compare.py, "aligned_many").
 MANY_FIT = 0.25
-# An edited copy's frame lies (nearly) wholly inside the other's under the fit (``geometry.frame_cover``;
+# An edited copy's frame lies (nearly) wholly inside the other's under the fit (``geometry.frame_overlap``;
 # every copy the band's check verifies: 0.79-1.0, and one vertical flip verified on a wrong 45 degree fit:
 # 0.65); neighbouring panorama frames share 0.57-0.60 (benchmarks/copy_compare.py, "+cover": the best
 # line on all pairs; both panorama pairs are one group, so a half-split cannot hold this line out).
 MIN_COVER = 0.62
+# ... and shares a fair part of the larger picture: a crop keeping 55-65 % of each side shares 0.30-0.42
+# of its original; a product listing's close-up of a detail maps into 0.16 of the whole shot. A closer
+# crop is still a copy where the copy detector is sure (copy_compare.py, "+share": the middle of the lines
+# that tie for best on all pairs; held out by halves).
+MIN_SHARE = 0.23
+# In the band, pixels that line up over many corners (``geometry.ALIGNED_MANY``) must line up at least
+# this well: a re-photographed print or a turntable shot of a mug fits many corners at NCC 0.62, an edited
+# copy that fits as many corners correlates 0.64 or better (copy_compare.py, "+ncc").
+BAND_MIN_NCC = 0.63
 # Below the similar line (down to similarity.SAME_OBJECT_BAND under it) a pair whose geometric fit holds
 # this many corners shows one object (shared print, labels, texture) even where the pixels do not line
 # up: other shots of one object fit 55-136 there, different photos at most 19 (a rotated copy of another
@@ -304,10 +313,13 @@ SAME_OBJECT_CORNERS = 30
 
 def copy_check(result) -> bool:  # noqa: ANN001 - geometry.GeometryResult
     """The copy band's verdict on the geometric check: the fit lines the pixels up as only a copy does
-    (``geometry.lines_up``), or a quarter of the corners fit it; and one frame lies wholly enough inside
-    the other (``MIN_COVER``: a copy's content does, overlapping shots of one scene do not)."""
-    fits = lines_up(result) or (result.ncc is not None and result.ratio >= MANY_FIT)
-    return fits and (result.cover is None or result.cover >= MIN_COVER)
+    (``geometry.lines_up``, at NCC >= ``BAND_MIN_NCC``), or a quarter of the corners fit it; and one
+    frame lies wholly enough inside the other (``MIN_COVER``: a copy's content does, overlapping shots
+    of one scene do not), sharing enough of the larger picture (``MIN_SHARE``: not a close-up of a detail)."""
+    aligned = lines_up(result) and result.ncc >= BAND_MIN_NCC
+    fits = aligned or (result.ncc is not None and result.ratio >= MANY_FIT)
+    inside = result.cover is None or (result.cover >= MIN_COVER and (result.share is None or result.share >= MIN_SHARE))
+    return fits and inside
 
 
 def same_object(result) -> bool:  # noqa: ANN001 - geometry.GeometryResult

@@ -48,7 +48,8 @@ class GeometryResult:
     ratio: float  # inliers / keypoints
     flipped: bool  # the best fit was against the mirrored image
     ncc: float | None = None  # A warped onto B by the fit vs B (-1: no fit); None: not measured
-    cover: float | None = None  # how wholly one frame lies inside the other under the fit (``frame_cover``); None: not measured
+    cover: float | None = None  # how wholly one frame lies inside the other under the fit (``frame_overlap``); None: not measured
+    share: float | None = None  # how much of the larger frame the overlap fills (``frame_overlap``); None: not measured
 
     def is_copy(self, min_ratio: float, min_inliers: int) -> bool:
         return self.inliers >= min_inliers and self.ratio >= min_ratio
@@ -217,20 +218,24 @@ def lines_up(result: GeometryResult) -> bool:
     return any(_meets(result, rule) for rule in (ALIGNED, ALIGNED_MANY))
 
 
-def frame_cover(shape_a: tuple[int, ...], shape_b: tuple[int, ...], transform) -> float:  # noqa: ANN001 - 2x3 or None
-    """How wholly one image's frame lies inside the other's under ``transform`` (A -> B, at the full
-    working size; ``shape_a``/``shape_b``: the half-size greys' shapes, as ``_ncc`` takes them): the
-    overlap of A's mapped frame and B's frame as a share of the smaller of the two, in [0, 1] (0: no fit).
+def frame_overlap(shape_a: tuple[int, ...], shape_b: tuple[int, ...], transform) -> tuple[float, float]:  # noqa: ANN001 - 2x3 or None
+    """(cover, share) of the two frames under ``transform`` (A -> B, at the full working size;
+    ``shape_a``/``shape_b``: the half-size greys' shapes, as ``_ncc`` takes them), each in [0, 1]
+    ((0, 0): no fit). ``cover``: the overlap of A's mapped frame and B's frame as a share of the
+    smaller of the two, how wholly one image's frame lies inside the other. ``share``: the overlap
+    as a share of the larger, how much of the bigger picture the pair has in common.
 
     An edited copy's content lies (nearly) wholly inside the other image: a crop, a resize, a flip, a
     border or caption, a quarter turn, a turn on an expanded canvas cover 0.91-1.0; a turn with filled
     corners inside the same frame 0.79-0.86. Overlapping frames of a panorama, or two shots of a
     planar scene from another spot, share only part of their frames (0.57-0.6 measured; the
-    ``comparison.MIN_COVER`` line)."""
+    ``comparison.MIN_COVER`` line). A crop keeping 55-65 % of each side shares 0.30-0.42 of the
+    original; a close-up of a product's detail maps into a small part of the whole shot (0.16
+    measured; the ``comparison.MIN_SHARE`` line)."""
     import cv2
 
     if transform is None:
-        return 0.0
+        return 0.0, 0.0
     t = np.array(transform, dtype=np.float64)
     t[:, 2] /= 2.0  # as in _ncc: the half-size frames
     (ha, wa), (hb, wb) = shape_a[:2], shape_b[:2]
@@ -238,10 +243,11 @@ def frame_cover(shape_a: tuple[int, ...], shape_b: tuple[int, ...], transform) -
     mapped = (corners @ t[:, :2].T + t[:, 2]).astype(np.float32)
     mapped_area = abs(float(cv2.contourArea(mapped)))
     if mapped_area <= 0 or wb * hb <= 0:
-        return 0.0
+        return 0.0, 0.0
     frame = np.array([[0, 0], [wb, 0], [wb, hb], [0, hb]], dtype=np.float32)
     overlap, _ = cv2.intersectConvexConvex(mapped, frame)
-    return float(min(1.0, overlap / min(mapped_area, float(wb * hb))))
+    areas = (mapped_area, float(wb * hb))
+    return float(min(1.0, overlap / min(areas))), float(min(1.0, overlap / max(areas)))
 
 
 def _meets(result: GeometryResult, rule: tuple[int, float]) -> bool:
@@ -265,8 +271,8 @@ def _match(a: LocalFeatures, b: LocalFeatures, mirror: bool = True,
         else:
             inliers, transform = _fit(a.keypoints, a.descriptors, kp_b, des_b)
             ncc = _ncc(a.gray, gray_b, transform) if dense else None
-            cover = frame_cover(a.gray.shape, gray_b.shape, transform) if dense else None
-            result = GeometryResult(inliers, n, inliers / n, flipped, ncc, cover)
+            cover, share = frame_overlap(a.gray.shape, gray_b.shape, transform) if dense else (None, None)
+            result = GeometryResult(inliers, n, inliers / n, flipped, ncc, cover, share)
         key = (result.ncc if result.ncc is not None else 0.0, result.inliers)
         if best is None or key > best[0]:
             best = (key, result)
