@@ -298,11 +298,11 @@ MIN_COVER = 0.62
 # ... and shares a fair part of the larger picture: a crop keeping 55-65 % of each side shares 0.30-0.42
 # of its original; a product listing's close-up of a detail maps into 0.16 of the whole shot. A closer
 # crop is still a copy where the copy detector is sure (copy_compare.py, "+share": the middle of the lines
-# that tie for best on all pairs; held out by halves).
+# that tie for best on all pairs; the halves pick 0.23 and 0.19).
 MIN_SHARE = 0.23
 # In the band, pixels that line up over many corners (``geometry.ALIGNED_MANY``) must line up at least
 # this well: a re-photographed print or a turntable shot of a mug fits many corners at NCC 0.62, an edited
-# copy that fits as many corners correlates 0.64 or better (copy_compare.py, "+ncc").
+# copy that fits as many corners correlates 0.638 or better (copy_compare.py, "+ncc": both halves pick 0.63).
 BAND_MIN_NCC = 0.63
 # Below the similar line (down to similarity.SAME_OBJECT_BAND under it) a pair whose geometric fit holds
 # this many corners shows one object (shared print, labels, texture) even where the pixels do not line
