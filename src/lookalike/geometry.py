@@ -74,6 +74,24 @@ def _features(gray, n_features: int = N_FEATURES):
     return orb.detectAndCompute(gray, None)
 
 
+def ransac_fit(src: np.ndarray, dst: np.ndarray, *, full: bool = False):  # noqa: ANN201 - (2x3 or None, mask or None)
+    """(transform, inlier mask) of ``src`` -> ``dst`` points ((n, 1, 2) float32, working-size pixels) by
+    RANSAC: a 4-degree similarity, or a full affine with ``full``. The one place the fit's tolerance
+    (``RANSAC_PX``) and effort are set, for compare's, search's and dedup's checks alike."""
+    import cv2
+
+    estimate = cv2.estimateAffine2D if full else cv2.estimateAffinePartial2D
+    return estimate(src, dst, method=cv2.RANSAC, ransacReprojThreshold=RANSAC_PX, maxIters=2000, confidence=0.99)
+
+
+def at_half_size(transform) -> np.ndarray:  # noqa: ANN001 - a 2x3 array-like
+    """A working-size A -> B transform as it maps the half-size greys: a similarity or affine map
+    commutes with halving both images but for its shift (a float64 copy; ``transform`` is kept)."""
+    half = np.array(transform, dtype=np.float64)
+    half[:, 2] /= 2.0
+    return half
+
+
 def _fit(kp_a, des_a, kp_b, des_b):
     """(inliers, 2x3 transform A->B or None); an inlier counts once per keypoint of B, since many
     corners of A matched to one corner of B fit a degenerate transform."""
@@ -90,8 +108,7 @@ def _fit(kp_a, des_a, kp_b, des_b):
         return 0, None
     src = np.float32([kp_a[m.queryIdx].pt for m in good]).reshape(-1, 1, 2)
     dst = np.float32([kp_b[m.trainIdx].pt for m in good]).reshape(-1, 1, 2)
-    transform, mask = cv2.estimateAffinePartial2D(src, dst, method=cv2.RANSAC, ransacReprojThreshold=RANSAC_PX,
-                                                  maxIters=2000, confidence=0.99)
+    transform, mask = ransac_fit(src, dst)
     if transform is None or mask is None:
         return 0, None
     return len({m.trainIdx for m, ok in zip(good, mask.ravel()) if ok}), transform
@@ -112,8 +129,7 @@ def _ncc(gray_a, gray_b, transform) -> float:
 
     if transform is None or gray_a is None or gray_b is None:
         return -1.0
-    transform = np.array(transform, dtype=np.float64)
-    transform[:, 2] /= 2.0  # a similarity transform commutes with halving both images but for its shift
+    transform = at_half_size(transform)
     h, w = gray_b.shape
     warped = cv2.warpAffine(gray_a, transform, (w, h), flags=cv2.INTER_LINEAR)
     valid = cv2.warpAffine(np.ones_like(gray_a), transform, (w, h), flags=cv2.INTER_NEAREST).astype(bool)
@@ -236,8 +252,7 @@ def frame_overlap(shape_a: tuple[int, ...], shape_b: tuple[int, ...], transform)
 
     if transform is None:
         return 0.0, 0.0
-    t = np.array(transform, dtype=np.float64)
-    t[:, 2] /= 2.0  # as in _ncc: the half-size frames
+    t = at_half_size(transform)
     (ha, wa), (hb, wb) = shape_a[:2], shape_b[:2]
     corners = np.array([[0, 0], [wa, 0], [wa, ha], [0, ha]], dtype=np.float64)
     mapped = (corners @ t[:, :2].T + t[:, 2]).astype(np.float32)
@@ -698,14 +713,12 @@ def _match_each(query: KeypointSet, candidates: list[KeypointSet]) -> list[Match
 
 def fit_matches(query_xy: np.ndarray, candidate_xy: np.ndarray, matches: Matches):  # noqa: ANN201
     """(inliers, 2x3 transform query->candidate or None): ``_fit``'s RANSAC on given matches."""
-    import cv2
 
     if len(matches.query) < 4:
         return 0, None
     src = query_xy[matches.query].reshape(-1, 1, 2)
     dst = candidate_xy[matches.candidate].reshape(-1, 1, 2)
-    transform, mask = cv2.estimateAffinePartial2D(src, dst, method=cv2.RANSAC, ransacReprojThreshold=RANSAC_PX,
-                                                  maxIters=2000, confidence=0.99)
+    transform, mask = ransac_fit(src, dst)
     if transform is None or mask is None:
         return 0, None
     return len(np.unique(matches.candidate[mask.ravel().astype(bool)])), transform

@@ -345,8 +345,9 @@ def _blockwise(blurred_a: np.ndarray, blurred_b: np.ndarray, transform: np.ndarr
     little overlap."""
     import cv2
 
-    transform = np.array(transform, dtype=np.float64)
-    transform[:, 2] /= 2.0  # a similarity/affine map commutes with halving both images but for its shift
+    from lookalike.geometry import at_half_size
+
+    transform = at_half_size(transform)
     h, w = blurred_b.shape
     bh, bw = h // BLOCK_GRID, w // BLOCK_GRID
     if bh < 2 or bw < 2:
@@ -435,7 +436,7 @@ def align(query_xy: np.ndarray, query_grey: Callable[[], np.ndarray], candidate_
     enough corners) line up, in the better of the two directions."""
     import cv2
 
-    from lookalike.geometry import RANSAC_PX
+    from lookalike.geometry import ransac_fit
 
     # reverse matches (``geometry.reverse_ratio_matches``) use each candidate corner at most once, so
     # their count bounds the inliers and the inliers are the RANSAC mask's count (no np.unique)
@@ -443,9 +444,7 @@ def align(query_xy: np.ndarray, query_grey: Callable[[], np.ndarray], candidate_
         return NO_FIT
     src = query_xy[matches.query].reshape(-1, 1, 2)
     dst = candidate_xy[matches.candidate].reshape(-1, 1, 2)
-    estimate = cv2.estimateAffine2D if full else cv2.estimateAffinePartial2D
-    transform, mask = estimate(src, dst, method=cv2.RANSAC, ransacReprojThreshold=RANSAC_PX, maxIters=2000,
-                               confidence=0.99)
+    transform, mask = ransac_fit(src, dst, full=full)
     if transform is None or mask is None:
         return NO_FIT
     inliers = int(np.count_nonzero(mask))
