@@ -66,6 +66,7 @@ from _common import bench_settings  # noqa: E402
 from datasets import CACHE, DEV, make_hard_pairs, other_shot_pairs  # noqa: E402
 
 from lookalike.quality.evaluation import load_pairs, roc_auc  # noqa: E402
+from lookalike.similarity import SAME_OBJECT_BAND, copy_lines_for  # noqa: E402
 
 TURN_EDITS = ("vflip", "rot90", "rot180", "rot270", "rotate25_black", "rotate35_grey_expand", "rotate30_white")
 # the dihedral turns of the second image the turned copy scores try (PIL transposes; None: as is)
@@ -283,7 +284,7 @@ def decide(method: str, f: Facts, copy: np.ndarray | None, lines: Lines | None, 
     if "+union" in method:
         band = band | (f.today_needs & ~sure)
     if rule == "strict_low":  # strict below the copy model's own best-F1 line, aligned above it
-        says = np.where(copy >= COPY_MATCH, f.check["aligned"], f.check["strict"])
+        says = np.where(copy >= COPY_MATCH[0], f.check["aligned"], f.check["strict"])
     else:
         says = f.check[rule]
     if "+ncc" in method:  # comparison.BAND_MIN_NCC: aligned at this NCC at least, or a quarter of the corners fit
@@ -328,7 +329,6 @@ def judge(sets: list[Pairs], decided: dict[str, tuple], copy: dict[str, np.ndarr
 
 SHOT_WEIGHT = 5
 LITE_SIMILAR = [0.0]  # the shipped Lite0 similar line, set by main
-SAME_OBJECT_BAND = 0.04  # similarity.SAME_OBJECT_BAND
 COVER_GRID = np.round(np.arange(0.40, 0.9001, 0.02), 2)
 SHARE_GRID = np.round(np.arange(0.06, 0.4001, 0.01), 2)
 NCC_GRID = np.round(np.arange(0.60, 0.8001, 0.01), 2)
@@ -391,7 +391,7 @@ def pick_extras(method: str, sets, facts, copy, half: int | None, lines: Lines, 
         best = max(shots for _, shots in clean)
         lines = replace(lines, corners=int(_middle([c for c, shots in clean if shots == best])))
     return lines
-COPY_MATCH = 0.794052  # sscd_distilled@256's shipped best-F1 line (calibration_defaults.json)
+COPY_MATCH = [0.0]  # the copy model's shipped best-F1 line (calibration_defaults.json), set by main
 
 
 def pick_lines(method: str, sets, facts, copy, half: int | None, rule: str, extras: Lines | None = None) -> Lines:
@@ -605,6 +605,7 @@ def main(argv: list[str] | None = None) -> int:
                               np.array([np.nan if g is None or g.ncc is None else g.ncc for g in geo[s.name]]),
                               np.array([g is not None and g.ncc is not None and g.ratio >= MANY_FIT for g in geo[s.name]]))
     LITE_SIMILAR[0] = thresholds.similar
+    COPY_MATCH[0] = copy_lines_for(copy_e.model_name, copy_e.input_size, settings).match
 
     methods = [("today", "sscd", "compare", 0)]
     for copy_name, n_desc in (("sscd", 1), ("sscd_turned4", 5), ("sscd_turned", 8)):
