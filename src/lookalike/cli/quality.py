@@ -222,8 +222,10 @@ def calibrate(
             update(description=f"calibrating {embedder.model_name}@{embedder.input_size}: scoring the pairs")
             calibration = calibrate_embedder(embedder, pairs_csv, groups_csv=groups, target_precision=target_precision,
                                              feedback=settings if from_feedback else None, pooling=settings.pooling)
+            from lookalike.catalog.dedup import is_copy_detector
+
             copy_lines = []
-            if pairs_csv is not None and embedder.model_name.lower().startswith("sscd"):  # a copy detector
+            if pairs_csv is not None and is_copy_detector(embedder.model_name):
                 from lookalike.imaging import ImageLimits
                 from lookalike.quality.calibration import calibrate_copy_lines
 
