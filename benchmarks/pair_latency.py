@@ -45,20 +45,30 @@ from _common import (
 from lookalike.similarity import normalized_score
 
 
-def bare_decode(data: bytes, size: int, mean: np.ndarray, inv_std: np.ndarray) -> np.ndarray:
-    """JPEG bytes -> (1, 3, size, size) float32: the minimum any pipeline has to do."""
+def _open_rgb(data: bytes, side: int):  # noqa: ANN202 - a PIL image
+    """JPEG bytes decoded at the smallest DCT scale that keeps ``side`` px, as RGB."""
     from PIL import Image
 
     image = Image.open(io.BytesIO(data))
-    image.draft("RGB", (size, size))
+    image.draft("RGB", (side, side))
     image.load()
-    if image.mode != "RGB":
-        image = image.convert("RGB")
-    image = image.resize((size, size), Image.Resampling.BICUBIC, reducing_gap=None)
+    return image if image.mode == "RGB" else image.convert("RGB")
+
+
+def _normalized(image, size: int, mean: np.ndarray, inv_std: np.ndarray) -> np.ndarray:  # noqa: ANN001
+    """A decoded image -> (1, 3, size, size) float32: one resize, then uint8 HWC -> float32 CHW in one pass."""
+    from PIL import Image
+
+    square = image.resize((size, size), Image.Resampling.BICUBIC, reducing_gap=None)
     out = np.empty((1, 3, size, size), dtype=np.float32)
-    np.subtract(np.asarray(image).transpose(2, 0, 1), mean, out=out[0])  # uint8 HWC -> float32 CHW, one pass
+    np.subtract(np.asarray(square).transpose(2, 0, 1), mean, out=out[0])
     out *= inv_std
     return out
+
+
+def bare_decode(data: bytes, size: int, mean: np.ndarray, inv_std: np.ndarray) -> np.ndarray:
+    """JPEG bytes -> (1, 3, size, size) float32: the minimum any pipeline has to do."""
+    return _normalized(_open_rgb(data, size), size, mean, inv_std)
 
 
 def bare_decode_both(data: bytes, size: int, mean: np.ndarray, inv_std: np.ndarray,
@@ -68,15 +78,8 @@ def bare_decode_both(data: bytes, size: int, mean: np.ndarray, inv_std: np.ndarr
     running both models must do."""
     from PIL import Image
 
-    image = Image.open(io.BytesIO(data))
-    image.draft("RGB", (max(size, copy_size), max(size, copy_size)))
-    image.load()
-    if image.mode != "RGB":
-        image = image.convert("RGB")
-    square = image.resize((size, size), Image.Resampling.BICUBIC, reducing_gap=None)
-    out = np.empty((1, 3, size, size), dtype=np.float32)
-    np.subtract(np.asarray(square).transpose(2, 0, 1), mean, out=out[0])
-    out *= inv_std
+    image = _open_rgb(data, max(size, copy_size))
+    out = _normalized(image, size, mean, inv_std)
     scale = copy_size / min(image.size)
     w, h = max(copy_size, round(image.width * scale)), max(copy_size, round(image.height * scale))
     short = image.resize((w, h), Image.Resampling.BILINEAR, reducing_gap=None)
